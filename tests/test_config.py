@@ -1,0 +1,78 @@
+"""Settings: defaults per data set × method, user overrides, and one-line errors naming the key."""
+
+import pytest
+import yaml
+
+from attrrob import config
+from attrrob.errors import ConfigError
+
+
+def test_paper_defaults_follow_the_spec():
+    mnist_nat = config.train_settings("mnist", "natural")
+    assert (mnist_nat["steps"], mnist_nat["batch_size"], mnist_nat["optimizer"]) == (25000, 50, "adam")
+    assert config.train_settings("mnist", "ig_norm")["lam"] == 1.0
+    assert config.train_settings("mnist", "ig_sum_norm")["lam"] == 0.1
+    flower = config.train_settings("flower", "sarkar")
+    assert flower["lr_schedule"] == [[0, 1e-4], [500, 1e-3], [60000, 1e-4]]
+    assert (flower["m"], flower["approx_factor"], flower["lam"], flower["batch_size"]) == (50, 10, 0.1, 16)
+    assert config.train_settings("flower", "natural")["lr_schedule"][1] == [500, 1e-2]
+    assert config.train_settings("gtsrb", "madry")["loss_reduction"] == "mean"
+    assert config.attack_settings("gtsrb")["iterations"] == 50
+    assert config.attack_settings("flower")["k_attack"] == 1000
+    assert config.accuracy_settings("fashion_mnist")["steps"] == 20
+    assert config.dataset_input("gtsrb") == {"channels": 3, "height": 32, "width": 32, "classes": 43,
+                                             "max_value": 255.0, "integral": True}
+
+
+def test_user_config_and_overrides_apply_in_order(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"datasets": ["mnist"], "hyperparameters": {
+        "mnist": {"train": {"common": {"steps": 10}, "sarkar": {"lam": 0.5}}, "attack": {"iterations": 3}}}}))
+    s = config.train_settings("mnist", "sarkar", path, {"batch_size": 7})
+    assert (s["steps"], s["lam"], s["batch_size"]) == (10, 0.5, 7)
+    assert config.train_settings("mnist", "natural", path)["steps"] == 10
+    assert config.attack_settings("mnist", path)["iterations"] == 3
+    assert isinstance(config.train_settings("mnist", "sarkar", path, {"lam": 1})["lam"], float)
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ({"mnist": {"train": {"common": {"lamda": 1}}}}, "hyperparameters.mnist.train.common.lamda: unknown key"),
+    ({"mnist": {"train": {"common": {"steps": "many"}}}}, "hyperparameters.mnist.train.common.steps: expected an integer"),
+    ({"cifar": {}}, "hyperparameters.cifar: unknown dataset"),
+    ({"mnist": {"attack": {"eps": [1]}}}, "hyperparameters.mnist.attack.eps: expected a number"),
+])
+def test_bad_user_config_names_file_and_key(tmp_path, body, fragment):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"hyperparameters": body}))
+    with pytest.raises(ConfigError) as err:
+        config.read_user_config(path)
+    assert fragment in str(err.value) and str(path) in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_invalid_yaml_reports_the_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("hyperparameters:\n  mnist: {train: [\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml line \d+: invalid YAML"):
+        config.read_user_config(path)
+
+
+def test_unknown_names_and_overrides_are_rejected():
+    with pytest.raises(ConfigError, match="unknown method 'sarkr'"):
+        config.train_settings("mnist", "sarkr")
+    with pytest.raises(ConfigError, match="unknown dataset 'svhn'"):
+        config.attack_settings("svhn")
+    with pytest.raises(ConfigError, match="override stepz=3: unknown training setting"):
+        config.train_settings("mnist", "natural", overrides={"stepz": 3})
+    with pytest.raises(ConfigError, match="approx_factor: must divide m=50"):
+        config.train_settings("mnist", "ig_norm", overrides={"approx_factor": 7})
+    with pytest.raises(ConfigError, match="zero_direction"):
+        config.attack_settings("mnist", overrides={"zero_direction": "jump"})
+
+
+def test_parse_overrides_reads_yaml_scalars_without_evaluating():
+    assert config.parse_overrides(["steps=5", "lam=0.5", "optimizer=adam", "lr_schedule=[[0, 0.1]]"]) == {
+        "steps": 5, "lam": 0.5, "optimizer": "adam", "lr_schedule": [[0, 0.1]]}
+    assert config.parse_overrides(["optimizer=__import__('os')"]) == {"optimizer": "__import__('os')"}
+    with pytest.raises(ConfigError, match="expected key=value"):
+        config.parse_overrides(["steps"])

@@ -1,0 +1,27 @@
+"""Atomic writes: the final name appears only when the write completed."""
+
+import json
+
+import numpy as np
+import pytest
+
+from attrrob import io
+
+
+def test_writes_land_under_final_name(tmp_path):
+    io.write_json(tmp_path / "a" / "s.json", {"x": 1})
+    assert json.loads((tmp_path / "a" / "s.json").read_text()) == {"x": 1}
+    io.save_npz(tmp_path / "arr.npz", x=np.arange(3))
+    assert np.load(tmp_path / "arr.npz")["x"].tolist() == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "arr.npz"]
+
+
+def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
