@@ -25,3 +25,18 @@ def test_failed_write_leaves_no_file_and_keeps_the_old_one(tmp_path):
             raise RuntimeError("crash")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_npz_bytes_depend_only_on_the_arrays(tmp_path):
+    io.save_npz(tmp_path / "a.npz", x=np.arange(5), y=np.ones((2, 2)))
+    io.save_npz(tmp_path / "b.npz", x=np.arange(5), y=np.ones((2, 2)))
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    import os
+
+    io.write_text(tmp_path / "t.txt", "x")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o666 & ~mask
