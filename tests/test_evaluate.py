@@ -1,0 +1,186 @@
+"""Evaluation driver and CLIs on the offline digits data set: outputs, schemas, per-image mode, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attrrob import models
+from attrrob.checkpoint import save_model
+from attrrob.cli import evaluate as evaluate_cli
+from attrrob.cli import evaluate_accuracy as accuracy_cli
+from attrrob.evaluation import ATTACK_COLUMNS, CPU_ROWS_CAP, plan_batches
+
+ATTACK_SETTINGS = ["--set", "iterations=3", "--set", "ig_steps=8", "--num-examples", "24", "--device", "cpu",
+                   "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """Prepared digits data and a briefly trained digits model file."""
+    from attrrob.data import download, load_prepared, prepare
+
+    root = tmp_path_factory.mktemp("eval")
+    download("digits", root / "raw")
+    prepare("digits", root / "raw", root / "digits.npz")
+    x, y = load_prepared(root / "digits.npz", "train")
+    torch.manual_seed(0)
+    model = models.build("digits")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model trains ~10x faster on one thread when the cores are shared
+    try:
+        for _ in range(150):
+            idx = torch.randint(0, len(x), (64,), generator=gen)
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    save_model(root / "model.pt", model=model, config={"dataset": "digits", "method": "natural"}, step=150)
+    save_model(root / "mnist_model.pt", model=models.build("mnist"),
+               config={"dataset": "mnist", "method": "natural"}, step=0)
+    return root
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_evaluate_writes_schema(workspace, tmp_path):
+    out = tmp_path / "attack_topk"
+    evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--attack", "topk", "--out", str(out), "--save-examples", "3",
+                       *ATTACK_SETTINGS])
+    rows = _rows(out / "per_example.csv")
+    assert list(rows[0]) == list(ATTACK_COLUMNS) and len(rows) == 24
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"] == "digits" and summary["method"] == "natural" and summary["attack"] == "topk"
+    counts = summary["counts"]
+    attacked = [r for r in rows if r["status"] == "attacked"]
+    skipped = [r for r in rows if r["status"] == "skipped_misclassified"]
+    assert counts == {"n_total": 24, "n_attacked": len(attacked), "n_skipped": len(skipped),
+                      "n_zero_direction": sum(int(r["zero_direction"]) for r in attacked)}
+    assert len(attacked) >= 16
+    assert all(r["label"] != r["prediction"] and r["kendall_tau"] == "" for r in skipped)
+    assert all(r["label"] == r["prediction"] for r in attacked)
+    mean_in = np.mean([float(r["topk_intersection"]) for r in attacked])
+    assert summary["metrics"]["topk_intersection"]["mean"] == pytest.approx(mean_in)
+    assert summary["metrics"]["topk_intersection"]["n"] == len(attacked)
+    for stats in summary["metrics"].values():
+        assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
+    assert summary["settings"]["iterations"] == 3 and summary["zero_direction"] == "random_sign"
+    assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0 and summary["device"].startswith("cpu")
+    examples = np.load(out / "examples.npz")
+    assert examples["original"].shape == examples["attacked"].shape == (3, 1, 8, 8)
+    assert examples["saliency_original"].shape == examples["saliency_attacked"].shape == (3, 64)
+    assert examples["indices"].tolist() == [int(r["index"]) for r in attacked[:3]]
+    assert np.abs(examples["attacked"] - examples["original"]).max() <= 0.1 + 1e-6
+
+
+def test_per_image_mode_gives_the_same_rows(workspace, tmp_path):
+    outs = {}
+    for batch in ("1", "64"):
+        outs[batch] = tmp_path / f"b{batch}"
+        evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                           "--dataset", "digits", "--attack", "random", "--out", str(outs[batch]),
+                           "--batch-images", batch, "--seed", "4", "--save-examples", "0", *ATTACK_SETTINGS,
+                           "--num-examples", "12"])
+    single, batched = _rows(outs["1"] / "per_example.csv"), _rows(outs["64"] / "per_example.csv")
+    assert not (outs["1"] / "examples.npz").exists()
+    assert json.loads((outs["1"] / "summary.json").read_text())["settings"]["batch_images_used"] == 1
+    for a, b in zip(single, batched, strict=True):
+        for column in ATTACK_COLUMNS:
+            if a[column] and column in ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift",
+                                        "linf"):
+                assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-6), column
+            else:
+                assert a[column] == b[column], column
+
+
+def test_targeted_attack_with_a_target_file(workspace, tmp_path):
+    target = np.zeros((8, 8))
+    target[:3, :3] = 1
+    np.save(tmp_path / "target.npy", target)
+    out = tmp_path / "targeted"
+    evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--attack", "targeted", "--target", str(tmp_path / "target.npy"),
+                       "--out", str(out), *ATTACK_SETTINGS])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["settings"]["target"] == "given mask" and summary["counts"]["n_attacked"] > 0
+
+
+def test_evaluate_accuracy_writes_schema(workspace, tmp_path):
+    out = tmp_path / "accuracy"
+    accuracy_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--out", str(out), "--num-examples", "100", "--device", "cpu",
+                       "--no-progress"])
+    summary = json.loads((out / "summary.json").read_text())
+    rows = _rows(out / "per_example.csv")
+    assert list(rows[0]) == ["index", "label", "natural_prediction", "adversarial_prediction"] and len(rows) == 100
+    natural = np.mean([r["label"] == r["natural_prediction"] for r in rows])
+    adversarial = np.mean([r["label"] == r["adversarial_prediction"] for r in rows])
+    assert summary["natural_accuracy"]["mean"] == pytest.approx(natural)
+    assert summary["adversarial_accuracy"]["mean"] == pytest.approx(adversarial)
+    assert summary["natural_accuracy"]["n"] == 100 and natural > 0.7
+    assert adversarial < natural  # PGD at eps 0.1 on an undefended model
+    assert summary["method"] == "natural" and summary["dataset"] == "digits"
+    assert summary["settings"]["steps"] == 10 and summary["wall_time_s"] > 0
+
+
+@pytest.mark.parametrize("problem", ["missing", "corrupt", "other_dataset"])
+@pytest.mark.parametrize("cli", [evaluate_cli, accuracy_cli])
+def test_bad_model_files_are_one_line_errors(workspace, tmp_path, capsys, problem, cli):
+    model = {"missing": tmp_path / "nothing.pt", "other_dataset": workspace / "mnist_model.pt",
+             "corrupt": tmp_path / "corrupt.pt"}[problem]
+    if problem == "corrupt":
+        model.write_bytes(b"not a torch file at all")
+    argv = ["--model", str(model), "--data", str(workspace / "digits.npz"), "--dataset", "digits",
+            "--out", str(tmp_path / "out"), "--device", "cpu", "--no-progress"]
+    if cli is evaluate_cli:
+        argv += ["--attack", "topk"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attrrob: error:") and "\n" not in err and str(model) in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_and_bad_target_are_one_line_errors(workspace, tmp_path, capsys):
+    base = ["--model", str(workspace / "model.pt"), "--dataset", "digits", "--out", str(tmp_path / "o"),
+            "--device", "cpu", "--no-progress", "--attack", "targeted"]
+    with pytest.raises(SystemExit):
+        evaluate_cli.main([*base, "--data", str(tmp_path / "absent.npz")])
+    assert "absent.npz" in capsys.readouterr().err
+    np.save(tmp_path / "bad.npy", np.ones((3, 3)))
+    with pytest.raises(SystemExit):
+        evaluate_cli.main([*base, "--data", str(workspace / "digits.npz"), "--target", str(tmp_path / "bad.npy")])
+    assert "bad.npy" in capsys.readouterr().err
+
+
+def test_plan_fits_the_memory_budget():
+    model = models.build("mnist").eval()
+    sample = torch.rand(1, 1, 28, 28)
+
+    def plan(**kw):
+        return plan_batches(model, sample, **{"ig_steps": 100, "batch_images": 64, "ig_max_batch": 0,
+                                              "budget_bytes": 64 << 30, "rows_cap": 0, **kw})
+
+    roomy = plan()
+    assert roomy.batch_images == 64
+    tight = plan(budget_bytes=200 * roomy.row_bytes)
+    assert tight.batch_images == 2 and tight.max_rows == 200
+    tiny = plan(budget_bytes=30 * roomy.row_bytes)
+    assert tiny.batch_images == 1 and tiny.max_rows == 30  # one image, IG in chunks
+    assert plan(ig_max_batch=300).batch_images == 3
+    # On a CPU the default caps the images per pass (cache-sized passes are faster per row).
+    assert plan(rows_cap=None).batch_images == CPU_ROWS_CAP // 100
+    assert plan(rows_cap=None, ig_steps=10).batch_images == min(64, CPU_ROWS_CAP // 10)
