@@ -1,0 +1,201 @@
+"""The seven training objectives: an inner attack (PGD) and an outer loss (spec: method.md table).
+
+Every objective is `inner` (None, or the PGD loss that finds x′ in the ε-ball ∩ valid range) plus
+`outer` (the loss minimised over θ at x and x′). Shared facts, from the reference code
+(details-from-code.md §1, sketch §1.7):
+- the attribution objectives sum CE and regularisers over the batch; natural and madry reduce CE
+  by `loss_reduction`;
+- the inner maximisation uses the approximate IG with points a, 2a, …, m (a = approx_factor),
+  differentiated with create_graph so its x′-gradient is exact; ig_sum_norm and all sarkar variants
+  share one inner loss, CE(x′) + λ‖IG_approx‖₁, so they draw identical iterates for one seed;
+- outer IGs use all m points with create_graph (the θ-gradient goes through input gradients);
+- one λ weighs whichever regularisers an objective has; weight decay is wd·Σ½‖W‖² over kernels.
+`compute_loss` returns the loss and a dict of floats naming each unweighted component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+import torch.nn.functional as F
+
+from . import attribution, config, models, regularizers
+from .attacks.pgd import pgd
+from .errors import ConfigError
+
+Tensor = torch.Tensor
+InnerLoss = Callable[[torch.nn.Module, Tensor, Tensor, Mapping], Callable[[Tensor], Tensor]]
+OuterLoss = Callable[[torch.nn.Module, Tensor, "Tensor | None", Tensor, Mapping], "tuple[Tensor, dict]"]
+
+
+# On a CPU, one pass over all m·batch path points is cache-bound: for the MNIST CNN, 2,500-row
+# passes took about twice as long per row as passes of 100–300 rows (benchmarks/bench_train.py).
+# So on a CPU the rows per IG call are capped at about this many input elements (MNIST: 300 rows).
+CPU_INPUT_ELEMENTS_PER_CALL = 2 ** 18
+
+
+def rows_per_ig_call(settings: Mapping, x: Tensor) -> int | None:
+    """Rows per IG pass: `ig_max_batch` (0 = no limit), further capped on a CPU (see above)."""
+    budget = int(settings.get("ig_max_batch") or 0)
+    if x.device.type == "cpu":
+        cpu_rows = max(len(x), CPU_INPUT_ELEMENTS_PER_CALL // max(x[0].numel(), 1))
+        budget = min(budget, cpu_rows) if budget else cpu_rows
+    return budget or None
+
+
+def _approx_ig(model, x: Tensor, x_adv: Tensor, y: Tensor, settings: Mapping) -> Tensor:
+    """IG^ℓ(x → x′) over the points a, 2a, …, m only, differentiable in x′ (for the attack)."""
+    m, a = settings["m"], settings["approx_factor"]
+    return attribution.integrated_gradients(attribution.cross_entropy_fn(model, y), x_adv, x, m,
+                                            points=range(a, m + 1, a), create_graph=True,
+                                            max_batch=rows_per_ig_call(settings, x))
+
+
+def _full_ig(fn, x: Tensor, baseline: Tensor, settings: Mapping) -> Tensor:
+    """m-point IG, differentiable in θ (training's outer loss)."""
+    return attribution.integrated_gradients(fn, x, baseline, settings["m"], create_graph=True,
+                                            max_batch=rows_per_ig_call(settings, x))
+
+
+# ---- inner maximisation losses: each returns loss_fn(x′) -> 0-dim, to be maximised ----
+
+def inner_ce(model, x, y, settings):
+    return lambda z: F.cross_entropy(model(z), y, reduction="sum")
+
+
+def inner_ig_l1(model, x, y, settings):
+    return lambda z: regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
+
+
+def inner_ce_ig_l1(model, x, y, settings):
+    ce = attribution.cross_entropy_fn(model, y)
+    lam = settings["lam"]
+    return lambda z: ce(z).sum() + lam * regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
+
+
+# ---- outer losses: return (loss without weight decay, {term: unweighted tensor}) ----
+
+def outer_natural(model, x, x_adv, y, settings):
+    ce = F.cross_entropy(model(x), y, reduction=settings["loss_reduction"])
+    return ce, {"ce": ce}
+
+
+def outer_madry(model, x, x_adv, y, settings):
+    ce = F.cross_entropy(model(x_adv), y, reduction=settings["loss_reduction"])
+    return ce, {"ce": ce}
+
+
+def _change_ig(model, x, x_adv, y, settings) -> Tensor:
+    """IG^ℓ(x → x′; m): RAR's regularised attribution (its negation is WACR's A)."""
+    return _full_ig(attribution.cross_entropy_fn(model, y), x_adv, x, settings)
+
+
+def outer_ig_norm(model, x, x_adv, y, settings):
+    ce = F.cross_entropy(model(x), y, reduction="sum")
+    ig_l1 = regularizers.ig_l1(_change_ig(model, x, x_adv, y, settings))
+    return ce + settings["lam"] * ig_l1, {"ce": ce, "ig_l1": ig_l1}
+
+
+def outer_ig_sum_norm(model, x, x_adv, y, settings):
+    ce = F.cross_entropy(model(x_adv), y, reduction="sum")
+    ig_l1 = regularizers.ig_l1(_change_ig(model, x, x_adv, y, settings))
+    return ce + settings["lam"] * ig_l1, {"ce": ce, "ig_l1": ig_l1}
+
+
+def probability_igs(model, inputs: list[Tensor], y: Tensor, settings: Mapping) -> list[Tensor]:
+    """Zero-baseline m-point IGs of p_y for several input batches, in one batched IG call.
+
+    sarkar needs two (B at x, T at x′): stacking them doubles the rows per pass instead of
+    making a second pass.
+    """
+    stacked = torch.cat(inputs)
+    fn = attribution.probability_fn(model, y.repeat(len(inputs)))
+    return list(_full_ig(fn, stacked, torch.zeros_like(stacked), settings).split(len(y)))
+
+
+def _sarkar_outer(use_cacr: bool, use_wacr: bool) -> OuterLoss:
+    """CE(x′) + λ(R_CACR + R_WACR), or one regulariser only (the ablations)."""
+
+    def outer(model, x, x_adv, y, settings):
+        ce = F.cross_entropy(model(x_adv), y, reduction="sum")
+        terms = {"ce": ce}
+        pieces = probability_igs(model, ([x] if use_wacr else []) + ([x_adv] if use_cacr else []), y, settings)
+        if use_cacr:
+            # T, N: channel-summed IG of p_y and p_neg (negative class chosen per path point) at x′.
+            T = pieces[-1].sum(1)
+            N = _full_ig(attribution.negative_probability_fn(model, y), x_adv, torch.zeros_like(x_adv),
+                         settings).sum(1)
+            terms["cacr"] = regularizers.cacr(T, N)
+        if use_wacr:
+            B = pieces[0]                              # IG^{p_y}(0 → x)
+            A = -_change_ig(model, x, x_adv, y, settings)  # −IG^ℓ(x → x′)
+            terms["wacr"] = regularizers.wacr(B, A)
+        reg = sum(terms[name] for name in ("cacr", "wacr") if name in terms)
+        return ce + settings["lam"] * reg, terms
+
+    outer.__name__ = "outer_sarkar" + ("" if use_cacr and use_wacr else "_cacr" if use_cacr else "_wacr")
+    return outer
+
+
+@dataclass(frozen=True)
+class Objective:
+    name: str
+    inner: InnerLoss | None  # None: trained on clean inputs only
+    outer: OuterLoss
+    terms: tuple[str, ...]   # components logged, besides weight_decay and total
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("natural", None, outer_natural, ("ce",)),
+    Objective("madry", inner_ce, outer_madry, ("ce",)),
+    Objective("ig_norm", inner_ig_l1, outer_ig_norm, ("ce", "ig_l1")),
+    Objective("ig_sum_norm", inner_ce_ig_l1, outer_ig_sum_norm, ("ce", "ig_l1")),
+    Objective("sarkar", inner_ce_ig_l1, _sarkar_outer(True, True), ("ce", "cacr", "wacr")),
+    Objective("sarkar_cacr", inner_ce_ig_l1, _sarkar_outer(True, False), ("ce", "cacr")),
+    Objective("sarkar_wacr", inner_ce_ig_l1, _sarkar_outer(False, True), ("ce", "wacr")),
+)}
+
+
+def term_names(method: str) -> tuple[str, ...]:
+    """Names of the terms `compute_loss` reports for `method`, in log order (total last)."""
+    return get_objective(method).terms + ("weight_decay", "total")
+
+
+def get_objective(method: str) -> Objective:
+    try:
+        return OBJECTIVES[method]
+    except KeyError:
+        raise ConfigError(f"unknown method '{method}' (known: {', '.join(OBJECTIVES)})") from None
+
+
+def adversarial_example(method: str, model: torch.nn.Module, x: Tensor, y: Tensor, settings: Mapping,
+                        generator: torch.Generator | None = None) -> Tensor | None:
+    """The inner maximiser x′ (detached), or None for objectives without one."""
+    objective = get_objective(method)
+    if objective.inner is None:
+        return None
+    hi = float(config.dataset_input(settings["dataset"])["max_value"])
+    return pgd(objective.inner(model, x, y, settings), x, eps=settings["eps"], steps=settings["pgd_steps"],
+               step_size=settings["pgd_step_size"], lo=0.0, hi=hi, random_start=True, generator=generator)
+
+
+def weight_decay(model: torch.nn.Module) -> Tensor:
+    """Σ ½‖W‖² over the kernels that decay (tf.nn.l2_loss summed)."""
+    return sum(0.5 * w.pow(2).sum() for w in models.decayed_parameters(model))
+
+
+def compute_loss(method: str, model: torch.nn.Module, x: Tensor, y: Tensor, settings: Mapping,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+    """The training loss of one batch, and its components as floats (unweighted; `total` = loss)."""
+    objective = get_objective(method)
+    x_adv = adversarial_example(method, model, x, y, settings, generator)
+    loss, terms = objective.outer(model, x, x_adv, y, settings)
+    wd = settings.get("weight_decay", 0.0)
+    decay = weight_decay(model) if wd else loss.new_zeros(())
+    loss = loss + wd * decay
+    values = {name: float(terms[name].detach()) for name in objective.terms}
+    values["weight_decay"] = float(decay.detach())
+    values["total"] = float(loss.detach())
+    return loss, values
