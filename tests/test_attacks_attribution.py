@@ -92,6 +92,24 @@ def test_surrogate_gradient_is_the_exact_derivative(digits, attack):
     torch.testing.assert_close(chunked, grad, rtol=1e-10, atol=1e-12)
 
 
+def test_resnet_saliency_shortcut_equals_the_full_path(monkeypatch):
+    """Per-image standardisation: the one-gradient IG gives the same maps and attack gradient."""
+    import attrrob.attacks.attribution as attacks
+
+    torch.manual_seed(0)
+    model = models.build("gtsrb").double().eval()
+    x = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(2)).double()
+    y = torch.tensor([3, 11])
+    steps = 20
+    map0 = real_saliency(model, x, y, steps)
+    objective = SaliencyObjective("topk", metrics.topk_mask(map0, 50), 32, 32)
+    grad = surrogate_objective_gradient(model, x, y, objective, steps)
+    monkeypatch.setattr(attacks, "input_scale_invariant", lambda *a, **k: False)
+    torch.testing.assert_close(real_saliency(model, x, y, steps), map0, rtol=1e-8, atol=1e-10)
+    torch.testing.assert_close(surrogate_objective_gradient(model, x, y, objective, steps), grad,
+                               rtol=1e-6, atol=1e-12)
+
+
 @pytest.mark.parametrize("attack", ["topk", "random", "mass_center", "targeted"])
 def test_walk_invariants(digits, attack):
     model, x, y, idx = digits

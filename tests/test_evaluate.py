@@ -14,7 +14,8 @@ from attrrob import models
 from attrrob.checkpoint import save_model
 from attrrob.cli import evaluate as evaluate_cli
 from attrrob.cli import evaluate_accuracy as accuracy_cli
-from attrrob.evaluation import ATTACK_COLUMNS, CPU_ROWS_CAP, plan_batches
+from attrrob.attribution import CPU_INPUT_ELEMENTS_PER_CALL
+from attrrob.evaluation import ATTACK_COLUMNS, plan_batches
 
 ATTACK_SETTINGS = ["--set", "iterations=3", "--set", "ig_steps=8", "--num-examples", "24", "--device", "cpu",
                    "--no-progress"]
@@ -182,5 +183,6 @@ def test_plan_fits_the_memory_budget():
     assert tiny.batch_images == 1 and tiny.max_rows == 30  # one image, IG in chunks
     assert plan(ig_max_batch=300).batch_images == 3
     # On a CPU the default caps the images per pass (cache-sized passes are faster per row).
-    assert plan(rows_cap=None).batch_images == CPU_ROWS_CAP // 100
-    assert plan(rows_cap=None, ig_steps=10).batch_images == min(64, CPU_ROWS_CAP // 10)
+    cpu_rows = CPU_INPUT_ELEMENTS_PER_CALL // 784
+    assert plan(rows_cap=None).batch_images == cpu_rows // 100
+    assert plan(rows_cap=None, ig_steps=10).batch_images == min(64, cpu_rows // 10)

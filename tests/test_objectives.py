@@ -198,3 +198,26 @@ def test_rows_per_ig_call_honours_the_budget_and_caps_cpu_passes():
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=100), mnist) == 100
     flower = torch.zeros(16, 3, 128, 128)
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), flower) == 16  # never below one point
+
+
+@pytest.mark.parametrize("method", ["sarkar", "sarkar_cacr"])
+def test_resnet_zero_baseline_shortcut_equals_the_full_path(monkeypatch, method):
+    """B, T, N through per-image standardisation: one gradient (scale invariance) = m of them."""
+    torch.manual_seed(0)
+    model = models.build("gtsrb").double()
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (2, 3, 32, 32), generator=gen).double()
+    y = torch.tensor([1, 7])
+    s = config.train_settings("gtsrb", method, overrides=dict(m=5, approx_factor=5, pgd_steps=1, weight_decay=0.0))
+    assert models.input_scale_invariant(model, x, 1 / s["m"])
+
+    def loss_and_grads():
+        loss, _ = objectives.compute_loss(method, model, x, y, s, torch.Generator().manual_seed(5))
+        return loss, torch.autograd.grad(loss, list(model.parameters()))
+
+    fast, fast_grads = loss_and_grads()
+    monkeypatch.setattr(models, "input_scale_invariant", lambda *a, **k: False)
+    full, full_grads = loss_and_grads()
+    torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-12)
+    for a, b in zip(fast_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

@@ -25,7 +25,7 @@ from torch import nn
 from . import metrics
 from .attacks import attribution as attribution_attacks
 from .attacks.pgd import pgd
-from .attribution import integrated_gradients, logit_fn, saliency_map
+from .attribution import integrated_gradients, logit_fn, rows_per_call, saliency_map
 from .config import dataset_input
 from .errors import AttrrobError
 from .io import save_npz, write_json, write_text
@@ -38,10 +38,6 @@ METRIC_NAMES = ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center
 # Memory taken by the tensors autograd keeps is not all of it (temporaries, allocator slack).
 _WORKSPACE_FACTOR = 2.0
 _CPU_BUDGET_CAP = 8 << 30
-# On a CPU, passes over more rows than fit the caches get slower per row (MNIST CNN, 1 thread:
-# 1.6 ms/row for the surrogate pass up to 200 rows, 2.5 at 400, 2.9 at 800), so rows per call
-# are capped there; a GPU wants the largest batch the memory allows.
-CPU_ROWS_CAP = 256
 
 
 # ----------------------------------------------------------------------------- memory planning
@@ -103,7 +99,7 @@ def plan_batches(model: nn.Module, sample: torch.Tensor, ig_steps: int, batch_im
     When even one image's `ig_steps` rows do not fit, one image at a time with the IG split into
     chunks of `max_rows` rows (the attack then uses its chunked, equal-result gradient).
     A positive `ig_max_batch` caps the rows per call further, and so does `rows_cap`
-    (None: `CPU_ROWS_CAP` on a CPU, no cap on a GPU; 0: no cap).
+    (None: the CPU cache cap of `attribution.rows_per_call` on a CPU, no cap on a GPU; 0: no cap).
     """
     budget = int(budget_bytes) if budget_bytes else default_memory_budget(sample.device)
     row_bytes = surrogate_row_bytes(model, sample)
@@ -111,7 +107,7 @@ def plan_batches(model: nn.Module, sample: torch.Tensor, ig_steps: int, batch_im
     if ig_max_batch and ig_max_batch > 0:
         max_rows = min(max_rows, int(ig_max_batch))
     if rows_cap is None:
-        rows_cap = CPU_ROWS_CAP if sample.device.type == "cpu" else 0
+        rows_cap = (rows_per_call(sample[:1]) or 0) if sample.device.type == "cpu" else 0
     images = max(1, min(int(batch_images), max_rows // ig_steps))
     if rows_cap:
         # The cap limits how many images share a pass; it never splits one image's IG (that costs

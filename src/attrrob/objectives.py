@@ -30,19 +30,9 @@ InnerLoss = Callable[[torch.nn.Module, Tensor, Tensor, Mapping], Callable[[Tenso
 OuterLoss = Callable[[torch.nn.Module, Tensor, "Tensor | None", Tensor, Mapping], "tuple[Tensor, dict]"]
 
 
-# On a CPU, one pass over all m·batch path points is cache-bound: for the MNIST CNN, 2,500-row
-# passes took about twice as long per row as passes of 100–300 rows (benchmarks/bench_train.py).
-# So on a CPU the rows per IG call are capped at about this many input elements (MNIST: 300 rows).
-CPU_INPUT_ELEMENTS_PER_CALL = 2 ** 18
-
-
 def rows_per_ig_call(settings: Mapping, x: Tensor) -> int | None:
-    """Rows per IG pass: `ig_max_batch` (0 = no limit), further capped on a CPU (see above)."""
-    budget = int(settings.get("ig_max_batch") or 0)
-    if x.device.type == "cpu":
-        cpu_rows = max(len(x), CPU_INPUT_ELEMENTS_PER_CALL // max(x[0].numel(), 1))
-        budget = min(budget, cpu_rows) if budget else cpu_rows
-    return budget or None
+    """Rows per IG pass: `ig_max_batch` (0 = no limit), capped on a CPU (`attribution.rows_per_call`)."""
+    return attribution.rows_per_call(x, settings.get("ig_max_batch"))
 
 
 def _approx_ig(model, x: Tensor, x_adv: Tensor, y: Tensor, settings: Mapping) -> Tensor:
@@ -57,6 +47,18 @@ def _full_ig(fn, x: Tensor, baseline: Tensor, settings: Mapping) -> Tensor:
     """m-point IG, differentiable in θ (training's outer loss)."""
     return attribution.integrated_gradients(fn, x, baseline, settings["m"], create_graph=True,
                                             max_batch=rows_per_ig_call(settings, x))
+
+
+def _zero_baseline_ig(fn, model, x: Tensor, settings: Mapping) -> Tensor:
+    """m-point IG of `fn` from a zero baseline, differentiable in θ.
+
+    The ResNets start with per-image standardisation, so fn(α·x) = fn(x) at every path point
+    (spec, "Code facts"): then one gradient gives the same IG as m of them.
+    """
+    m = settings["m"]
+    if models.input_scale_invariant(model, x, 1.0 / m):
+        return attribution.integrated_gradients(fn, x, 0.0, m, create_graph=True, scale_invariant=True)
+    return _full_ig(fn, x, torch.zeros_like(x), settings)
 
 
 # ---- inner maximisation losses: each returns loss_fn(x′) -> 0-dim, to be maximised ----
@@ -112,7 +114,7 @@ def probability_igs(model, inputs: list[Tensor], y: Tensor, settings: Mapping) -
     """
     stacked = torch.cat(inputs)
     fn = attribution.probability_fn(model, y.repeat(len(inputs)))
-    return list(_full_ig(fn, stacked, torch.zeros_like(stacked), settings).split(len(y)))
+    return list(_zero_baseline_ig(fn, model, stacked, settings).split(len(y)))
 
 
 def _sarkar_outer(use_cacr: bool, use_wacr: bool) -> OuterLoss:
@@ -125,8 +127,7 @@ def _sarkar_outer(use_cacr: bool, use_wacr: bool) -> OuterLoss:
         if use_cacr:
             # T, N: channel-summed IG of p_y and p_neg (negative class chosen per path point) at x′.
             T = pieces[-1].sum(1)
-            N = _full_ig(attribution.negative_probability_fn(model, y), x_adv, torch.zeros_like(x_adv),
-                         settings).sum(1)
+            N = _zero_baseline_ig(attribution.negative_probability_fn(model, y), model, x_adv, settings).sum(1)
             terms["cacr"] = regularizers.cacr(T, N)
         if use_wacr:
             B = pieces[0]                              # IG^{p_y}(0 → x)

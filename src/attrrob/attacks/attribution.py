@@ -37,6 +37,7 @@ from torch import nn
 
 from .. import metrics
 from ..attribution import integrated_gradients, logit_fn, saliency_map
+from ..models import input_scale_invariant
 from ..config import ATTACKS, ZERO_DIRECTION_MODES
 from ..errors import ConfigError
 from .pgd import project, sign_step
@@ -130,7 +131,8 @@ def _random_signs(generators: Sequence[torch.Generator], shape: Sequence[int], d
 def real_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int,
                   max_rows: int | None = None) -> torch.Tensor:
     """The evaluation saliency map `[N, H*W]` of the real (ReLU) network."""
-    ig = integrated_gradients(logit_fn(model, y), x.detach(), 0.0, ig_steps, max_batch=max_rows)
+    ig = integrated_gradients(logit_fn(model, y), x.detach(), 0.0, ig_steps, max_batch=max_rows,
+                              scale_invariant=input_scale_invariant(model, x, 1.0 / ig_steps))
     return saliency_map(ig).detach()
 
 
@@ -147,10 +149,13 @@ def surrogate_objective_gradient(model: nn.Module, x_tilde: torch.Tensor, y: tor
     fn = logit_fn(model, y, smooth=True)
     x_tilde = x_tilde.detach()
     n_images = x_tilde.shape[0]
+    # The ResNets' per-image standardisation makes the path points' gradients scaled copies of
+    # one another: one differentiable gradient per image gives the same IG (and its derivative).
+    scale_invariant = input_scale_invariant(model, x_tilde, 1.0 / ig_steps)
     with torch.enable_grad():
-        if not max_rows or n_images * ig_steps <= max_rows:
+        if scale_invariant or not max_rows or n_images * ig_steps <= max_rows:
             leaf = x_tilde.requires_grad_(True)
-            ig = integrated_gradients(fn, leaf, 0.0, ig_steps, create_graph=True)
+            ig = integrated_gradients(fn, leaf, 0.0, ig_steps, create_graph=True, scale_invariant=scale_invariant)
             (grad,) = torch.autograd.grad(objective(saliency_map(ig)).sum(), leaf)
             return grad
         full_ig = integrated_gradients(fn, x_tilde, 0.0, ig_steps, max_batch=max_rows).requires_grad_(True)
