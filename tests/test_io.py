@@ -40,3 +40,10 @@ def test_written_files_get_umask_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_npz_keeps_shapes_including_scalars(tmp_path):
+    io.save_npz(tmp_path / "s.npz", h=28, grid=np.arange(6).reshape(2, 3).T)
+    with np.load(tmp_path / "s.npz") as npz:
+        assert npz["h"].shape == () and int(npz["h"]) == 28
+        assert npz["grid"].tolist() == [[0, 3], [1, 4], [2, 5]]

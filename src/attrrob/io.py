@@ -70,4 +70,4 @@ def save_npz(path: str | os.PathLike, compressed: bool = True, **arrays: Any) ->
                 info.compress_type = method
                 info.external_attr = 0o644 << 16
                 with archive.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(value), allow_pickle=False)
+                    np.lib.format.write_array(member, np.asarray(value), allow_pickle=False)
