@@ -1,0 +1,99 @@
+"""`attrrob collect-results`: gather per-run result files into the files DVC and the README read.
+
+Reads only what `attrrob.report` reads (nothing is recomputed) and writes, atomically:
+  <results>/metrics.json        {dataset: {method: {NA, AA, <attack>: {IN, CO, rho}}}}  (`dvc metrics show`)
+  <results>/table.md            the results table(s), Markdown, published numbers beside them
+  <curves>/<dataset>_<method>.csv   step, total, batch_accuracy   (`dvc plots show`)
+and, with --readme, fills the README's results section between its markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from pathlib import Path
+
+from attrrob import config as attrrob_config
+from attrrob import io, report
+from attrrob.errors import AttrrobError, one_line_errors
+
+README_START = "<!-- results-table:start -->"
+README_END = "<!-- results-table:end -->"
+ACCURACY_METRICS = ("NA", "AA")
+ATTACK_METRICS = ("IN", "CO", "rho")
+
+
+def _value(number: float) -> float | None:
+    return None if math.isnan(number) else float(number)
+
+
+def metrics(results_dir, datasets, methods, attacks) -> dict:
+    out: dict = {}
+    for attack in attacks:
+        table = report.collect_table(results_dir, datasets, methods, attack)
+        for row in table.to_dict("records"):
+            entry = out.setdefault(row["dataset"], {}).setdefault(row["method"], {})
+            for key in ACCURACY_METRICS:
+                entry[key] = _value(row[f"{key}_mean"])
+            entry[attack] = {key: _value(row[f"{key}_mean"]) for key in ATTACK_METRICS}
+    return out
+
+
+def tables(results_dir, datasets, methods, attacks) -> str:
+    parts = []
+    for attack in attacks:
+        table = report.collect_table(results_dir, datasets, methods, attack)
+        heading = f"Attack: {attack}\n\n" if len(attacks) > 1 else ""
+        parts.append(heading + report.markdown_table(table))
+    return "\n".join(parts)
+
+
+def write_training_curves(results_dir, datasets, methods, out_dir: Path) -> None:
+    for dataset in datasets:
+        for method in methods:
+            log = report.load_train_log(results_dir, dataset, method)
+            if log is not None:
+                curve = log[["step", "total", "batch_accuracy"]]
+                io.write_text(out_dir / f"{dataset}_{method}.csv", curve.to_csv(index=False))
+
+
+def fill_readme(readme: Path, table: str) -> None:
+    text = readme.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    if not pattern.search(text):
+        raise AttrrobError(f"{readme}: no '{README_START}' ... '{README_END}' section to fill")
+    filled = pattern.sub(lambda _: f"{README_START}\n{table}{README_END}", text)
+    io.write_text(readme, filled)
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="attrrob collect-results", description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--datasets", nargs="+", required=True, choices=attrrob_config.datasets())
+    parser.add_argument("--methods", nargs="+", default=list(attrrob_config.METHODS),
+                        choices=attrrob_config.METHODS)
+    parser.add_argument("--attacks", nargs="+", default=["topk"], choices=attrrob_config.ATTACKS)
+    parser.add_argument("--metrics", type=Path, help="write the metrics JSON here")
+    parser.add_argument("--table", type=Path, help="write the Markdown table(s) here")
+    parser.add_argument("--curves", type=Path, help="write training-curve CSVs into this folder")
+    parser.add_argument("--readme", type=Path, help="README whose results section to fill")
+    args = parser.parse_args(argv)
+    if not any((args.metrics, args.table, args.curves, args.readme)):
+        parser.error("nothing to write: give --metrics, --table, --curves and/or --readme")
+    where = (args.results_dir, args.datasets, args.methods, args.attacks)
+    if args.metrics:
+        io.write_json(args.metrics, metrics(*where))
+    table = tables(*where) if args.table or args.readme else None
+    if args.table:
+        io.write_text(args.table, table)
+    if args.curves:
+        args.curves.mkdir(parents=True, exist_ok=True)
+        write_training_curves(args.results_dir, args.datasets, args.methods, args.curves)
+    if args.readme:
+        fill_readme(args.readme, table)
+
+
+if __name__ == "__main__":
+    main()

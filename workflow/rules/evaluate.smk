@@ -1,0 +1,65 @@
+# Evaluation of every trained model: natural/adversarial accuracy and attribution attacks.
+
+
+rule evaluate_accuracy:
+    input:
+        model=trained_model,
+        data=prepared_data,
+    output:
+        summary="results/{dataset}/{method}/accuracy/summary.json",
+        per_example="results/{dataset}/{method}/accuracy/per_example.csv",
+    log:
+        "logs/evaluate_accuracy/{dataset}/{method}.log",
+    benchmark:
+        "results/benchmarks/evaluate_accuracy/{dataset}/{method}.tsv"
+    conda:
+        "../../envs/attrrob.yaml"
+    threads: RESOURCES["evaluate"]["threads"]
+    resources:
+        gpu=GPU_PER_JOB,
+        mem_mb=RESOURCES["evaluate"]["mem_mb"],
+        runtime=RESOURCES["evaluate"]["runtime"],
+    params:
+        config=HYPERPARAMETERS_FILE,
+        device=config["device"],
+        out="results/{dataset}/{method}/accuracy",
+        examples=evaluation_options,
+        settings=accuracy_settings,
+    shell:
+        "attrrob evaluate-accuracy --model {input.model} --data {input.data}"
+        " --dataset {wildcards.dataset} --out {params.out} --config {params.config}"
+        " {params.examples} --device {params.device} --no-progress > {log} 2>&1"
+
+
+rule evaluate_attack:
+    input:
+        model=trained_model,
+        data=prepared_data,
+    output:
+        summary="results/{dataset}/{method}/attack_{attack}/summary.json",
+        per_example="results/{dataset}/{method}/attack_{attack}/per_example.csv",
+        examples="results/{dataset}/{method}/attack_{attack}/examples.npz",
+    log:
+        "logs/evaluate_attack/{dataset}/{method}/{attack}.log",
+    benchmark:
+        "results/benchmarks/evaluate_attack/{dataset}/{method}/{attack}.tsv"
+    conda:
+        "../../envs/attrrob.yaml"
+    threads: RESOURCES["evaluate"]["threads"]
+    resources:
+        gpu=GPU_PER_JOB,
+        mem_mb=RESOURCES["evaluate"]["mem_mb"],
+        runtime=RESOURCES["evaluate"]["runtime"],
+    params:
+        config=HYPERPARAMETERS_FILE,
+        device=config["device"],
+        out="results/{dataset}/{method}/attack_{attack}",
+        examples=evaluation_options,
+        save_examples=config["evaluation"]["save_examples"],
+        settings=attack_settings,
+    shell:
+        "attrrob evaluate --model {input.model} --data {input.data}"
+        " --dataset {wildcards.dataset} --attack {wildcards.attack} --out {params.out}"
+        " --config {params.config} {params.examples}"
+        " --save-examples {params.save_examples} --device {params.device} --no-progress"
+        " > {log} 2>&1"
