@@ -154,8 +154,12 @@ def test_load_prepared_errors(tmp_path):
     prepare("digits", tmp_path / "raw", out)
     with pytest.raises(DataError, match="unknown split"):
         load_prepared(out, "validation")
-    with pytest.raises(DataError, match=r"manifest .*missing.json does not exist; run `attrrob prepare"):
+    with pytest.raises(DataError, match=r"prepared file .*missing.npz does not exist; run `attrrob prepare"):
         load_prepared(tmp_path / "missing.npz", "train")
+    lone = tmp_path / "lone.npz"
+    lone.write_bytes(out.read_bytes())
+    with pytest.raises(DataError, match=r"manifest .*lone.json does not exist; run `attrrob prepare"):
+        load_prepared(lone, "train")
     data = bytearray(out.read_bytes())
     data[len(data) // 2] ^= 0xFF
     out.write_bytes(bytes(data))

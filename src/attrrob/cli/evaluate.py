@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 from .. import config
-from ..errors import AttrrobError, DataError, one_line_errors
+from ..errors import AttrrobError, one_line_errors
+from .common import add_run_options, add_settings_options, held_device
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
 measure how much they move: top-k intersection, Kendall's tau-b, Spearman's rho, mass-centre shift, and
@@ -22,9 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=config.datasets())
     p.add_argument("--attack", required=True, choices=config.ATTACKS)
     p.add_argument("--out", type=Path, required=True, help="output directory")
-    p.add_argument("--config", type=Path, default=None, help="YAML file with a 'hyperparameters:' mapping")
-    p.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
-                   help="override one attack setting (repeatable), e.g. --set zero_direction=stay")
+    add_settings_options(p, "attack", "zero_direction=stay")
     p.add_argument("--num-examples", type=int, default=None, help="first N test images (overrides the config)")
     p.add_argument("--batch-images", type=int, default=None,
                    help="most images attacked together (1 = per-image mode; same results)")
@@ -33,10 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=Path, default=None,
                    help="targeted attack: .npy [H, W] array, non-zero = target pixels "
                         "(default: a per-image random square of ceil(sqrt(k_attack))^2 pixels)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<index>")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-image random streams")
     p.add_argument("--save-examples", type=int, default=8, metavar="K", help="images kept for the picture grid")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p)
     return p
 
 
@@ -54,16 +52,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from ..checkpoint import load_model
     from ..data import load_prepared
-    from ..devices import select_device
     from ..evaluation import evaluate_attack, load_target_mask, write_attack_outputs
 
-    if not args.data.is_file():
-        raise DataError(f"prepared data file {args.data} does not exist; run "
-                        f"'attrrob prepare --dataset {args.dataset}' first")
     spec = config.dataset_input(args.dataset)
     target = None if args.target is None else load_target_mask(args.target, spec["height"], spec["width"])
-    device, gpu_lock = select_device(args.device)
-    try:
+    with held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
         x, y = load_prepared(args.data, "test")
         outcome = evaluate_attack(
@@ -74,9 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
         outcome.summary["model"] = str(args.model)
         write_attack_outputs(args.out, outcome)
         return outcome.summary
-    finally:
-        if gpu_lock is not None:
-            gpu_lock.release()
 
 
 if __name__ == "__main__":

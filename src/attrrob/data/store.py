@@ -106,10 +106,10 @@ def load_prepared(path: str | Path, split: str, *, verify: bool = True, as_store
     if split not in SPLITS:
         raise DataError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"prepared file {path} does not exist; {_rerun_hint(path.stem)}")
     manifest = load_manifest(path)
     hint = _rerun_hint(manifest.get("dataset"))
-    if not path.is_file():
-        raise DataError(f"prepared file {path} does not exist; {hint}")
     if verify:
         digest = sha256_file(path)
         if digest != manifest["npz_sha256"]:
