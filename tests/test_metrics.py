@@ -111,3 +111,16 @@ def test_mean_ci_equals_student_t_interval():
     assert out["ci_low"] == pytest.approx(low) and out["ci_high"] == pytest.approx(high)
     assert metrics.mean_ci([0.5]) == {"mean": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 1}
     assert metrics.mean_ci([])["n"] == 0
+
+
+@pytest.mark.parametrize("k, n", [(0, 10), (3, 10), (10, 10), (957, 1000), (1, 1)])
+def test_proportion_ci_equals_scipy_wilson(k, n):
+    from scipy import stats
+
+    outcomes = torch.tensor([True] * k + [False] * (n - k))
+    out = metrics.proportion_ci(outcomes)
+    ref = stats.binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert out["mean"] == pytest.approx(k / n) and out["n"] == n
+    assert out["ci_low"] == pytest.approx(ref.low, abs=1e-12)
+    assert out["ci_high"] == pytest.approx(ref.high, abs=1e-12)
+    assert 0.0 <= out["ci_low"] <= out["mean"] <= out["ci_high"] <= 1.0

@@ -221,8 +221,8 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
     summary = {
         "dataset": dataset,
         "method": method,
-        "natural_accuracy": metrics.mean_ci((nat == labels).double()),
-        "adversarial_accuracy": metrics.mean_ci((adv == labels).double()),
+        "natural_accuracy": metrics.proportion_ci(nat == labels),
+        "adversarial_accuracy": metrics.proportion_ci(adv == labels),
         "settings": {**settings, "seed": seed},
         "wall_time_s": wall,
         "images_per_s": len(labels) / wall if wall > 0 else math.nan,

@@ -186,3 +186,24 @@ def mean_ci(values: Iterable[float] | torch.Tensor | np.ndarray, confidence: flo
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": 1}
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * arr.std(ddof=1) / math.sqrt(n))
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+def proportion_ci(outcomes: Iterable[bool] | torch.Tensor | np.ndarray, confidence: float = 0.95) -> dict:
+    """Share of true outcomes with a Wilson score interval: `{mean, ci_low, ci_high, n}`.
+
+    For accuracies: unlike a t interval it stays inside [0, 1] and is not degenerate at 0% or 100%.
+    """
+    from scipy import stats
+
+    if isinstance(outcomes, torch.Tensor):
+        outcomes = outcomes.detach().cpu().numpy()
+    arr = np.asarray(list(outcomes) if not isinstance(outcomes, np.ndarray) else outcomes).astype(bool).ravel()
+    n = int(arr.size)
+    if n == 0:
+        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    p = float(arr.mean())
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    # The interval always holds p; clamping keeps rounding (at 0% or 100%) from saying otherwise.
+    return {"mean": p, "ci_low": max(0.0, min(p, centre - half)), "ci_high": min(1.0, max(p, centre + half)), "n": n}
