@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrrob import config, models, objectives
+from attrrob import attribution, config, models, objectives
 from attrrob.errors import ConfigError
 
 METHODS = list(config.METHODS)
@@ -194,7 +194,7 @@ def test_unknown_method_is_a_config_error():
 def test_rows_per_ig_call_honours_the_budget_and_caps_cpu_passes():
     s = tiny_settings("sarkar")
     mnist = torch.zeros(50, 1, 28, 28)
-    assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), mnist) == 2 ** 18 // 784
+    assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), mnist) == attribution.CPU_INPUT_ELEMENTS_PER_CALL // 784
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=100), mnist) == 100
     flower = torch.zeros(16, 3, 128, 128)
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), flower) == 16  # never below one point

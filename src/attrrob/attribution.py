@@ -38,8 +38,8 @@ PROBABILITY_FLOOR = 1e-10
 # On a CPU, passes over more rows than fit the caches get slower per row (MNIST CNN: 2,500-row
 # passes cost about twice as much per row as passes of 100–300 rows, in training's double-backward
 # and in the attack's surrogate pass alike), so a CPU pass holds about this many input elements
-# (MNIST: 334 rows). A GPU wants the largest pass the memory allows.
-CPU_INPUT_ELEMENTS_PER_CALL = 2 ** 18
+# (MNIST: 167 rows). A GPU wants the largest pass the memory allows.
+CPU_INPUT_ELEMENTS_PER_CALL = 2 ** 17
 
 
 def rows_per_call(x: torch.Tensor, budget: int | None = 0) -> int | None:
