@@ -24,6 +24,15 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def overrides_from(args: argparse.Namespace, **named) -> dict:
+    """The --set items, plus the named shortcut options that were given (e.g. num_examples=...)."""
+    from ..config import parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    overrides.update({key: value for key, value in named.items() if value is not None})
+    return overrides
+
+
 @contextlib.contextmanager
 def held_device(spec: str) -> Iterator[torch.device]:
     """The device for `spec`; a GPU picked by `auto` stays locked to this job until the block ends."""

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import AttrrobError, one_line_errors
-from .common import add_run_options, add_settings_options, held_device
+from .common import add_run_options, add_settings_options, held_device, overrides_from
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
 measure how much they move: top-k intersection, Kendall's tau-b, Spearman's rho, mass-centre shift, and
@@ -41,10 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    overrides = config.parse_overrides(args.overrides)
-    if args.num_examples is not None:
-        overrides["num_examples"] = args.num_examples
-    settings = config.attack_settings(args.dataset, args.config, overrides)
+    settings = config.attack_settings(args.dataset, args.config, overrides_from(args, num_examples=args.num_examples))
     if args.batch_images is not None and args.batch_images < 1:
         raise AttrrobError(f"--batch-images must be ≥ 1, got {args.batch_images}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import one_line_errors
-from .common import add_run_options, add_settings_options, held_device
+from .common import add_run_options, add_settings_options, held_device, overrides_from
 
 DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD on the cross-entropy (random start,
 the data set's eps / steps / step size) on the first N test images. Writes OUT/summary.json (accuracies
@@ -30,10 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    overrides = config.parse_overrides(args.overrides)
-    if args.num_examples is not None:
-        overrides["num_examples"] = args.num_examples
-    settings = config.accuracy_settings(args.dataset, args.config, overrides)
+    settings = config.accuracy_settings(args.dataset, args.config,
+                                        overrides_from(args, num_examples=args.num_examples))
 
     from ..checkpoint import load_model
     from ..data import load_prepared

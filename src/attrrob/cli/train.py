@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import one_line_errors
-from .common import add_run_options, add_settings_options, held_device
+from .common import add_run_options, add_settings_options, held_device, overrides_from
 
 DESCRIPTION = """Train a model with one of the seven objectives. Writes OUT/model.pt, OUT/train_log.csv and
 OUT/train_metrics.json (atomically). Checkpoints go to --checkpoint-dir (default: a hidden
@@ -30,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    overrides = config.parse_overrides(args.overrides)
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    settings = config.train_settings(args.dataset, args.method, args.config, overrides)
+    settings = config.train_settings(args.dataset, args.method, args.config, overrides_from(args, steps=args.steps))
 
     from ..data import load_prepared
     from ..training import train
