@@ -227,19 +227,24 @@ def load_attack(results_dir: PathLike, dataset: str, method: str, attack: str = 
     return doc
 
 
-def load_per_example(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
-    """`attack_{attack}/per_example.csv` as a DataFrame (metric cells NaN for skipped images), or None."""
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "per_example.csv"
+def _read_csv(path: Path, required: Iterable[str], producer: str) -> pd.DataFrame | None:
+    """A result CSV with its `required` columns, None when absent; unreadable → DataError naming it."""
     if not path.is_file():
         return None
     try:
         frame = pd.read_csv(path)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc}); re-run `attrrob evaluate`") from None
-    missing = [c for c in PER_EXAMPLE_COLUMNS if c not in frame.columns]
+        raise DataError(f"{path}: cannot be read ({exc}); re-run `{producer}`") from None
+    missing = [c for c in required if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: columns {', '.join(missing)} are missing; re-run `attrrob evaluate`")
+        raise DataError(f"{path}: columns {', '.join(missing)} are missing; re-run `{producer}`")
     return frame
+
+
+def load_per_example(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
+    """`attack_{attack}/per_example.csv` as a DataFrame (metric cells NaN for skipped images), or None."""
+    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "per_example.csv"
+    return _read_csv(path, PER_EXAMPLE_COLUMNS, "attrrob evaluate")
 
 
 def collect_per_example(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
@@ -263,17 +268,8 @@ def collect_per_example(results_dir: PathLike, datasets: Iterable[str], methods:
 
 def load_train_log(results_dir: PathLike, dataset: str, method: str) -> pd.DataFrame | None:
     """`train_log.csv` (step, lr, total, one column per loss term, batch_accuracy, examples_per_s), or None."""
-    path = _result_dir(results_dir, dataset, method) / "train_log.csv"
-    if not path.is_file():
-        return None
-    try:
-        frame = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path}: cannot be read ({exc}); re-run `attrrob train`") from None
-    missing = [c for c in ("step", "total", "batch_accuracy") if c not in frame.columns]
-    if missing:
-        raise DataError(f"{path}: columns {', '.join(missing)} are missing; re-run `attrrob train`")
-    return frame
+    return _read_csv(_result_dir(results_dir, dataset, method) / "train_log.csv",
+                     ("step", "total", "batch_accuracy"), "attrrob train")
 
 
 def loss_terms(log: pd.DataFrame) -> list[str]:
