@@ -47,3 +47,12 @@ def test_npz_keeps_shapes_including_scalars(tmp_path):
     with np.load(tmp_path / "s.npz") as npz:
         assert npz["h"].shape == () and int(npz["h"]) == 28
         assert npz["grid"].tolist() == [[0, 3], [1, 4], [2, 5]]
+
+
+def test_csv_writes_floats_exactly_and_blanks_missing_cells(tmp_path):
+    import csv
+
+    io.write_csv(tmp_path / "t.csv", ["a", "b", "c"], [{"a": 0.1 + 0.2, "b": None}, {"a": 3, "b": "x", "c": 1e-300}])
+    rows = list(csv.DictReader(open(tmp_path / "t.csv")))
+    assert float(rows[0]["a"]) == 0.1 + 0.2 and rows[0]["b"] == "" and rows[0]["c"] == ""
+    assert rows[1] == {"a": "3", "b": "x", "c": "1e-300"}

@@ -8,14 +8,11 @@ per-image results into rows, means with confidence intervals, and picture arrays
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -28,7 +25,7 @@ from .attacks.pgd import pgd
 from .attribution import integrated_gradients, logit_fn, rows_per_call, saliency_map
 from .config import dataset_input
 from .errors import AttrrobError
-from .io import save_npz, write_json, write_text
+from .io import save_npz, write_csv, write_json
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
                   "mass_center_shift", "linf", "restart", "step", "zero_direction")
@@ -155,23 +152,6 @@ def _predict(model: nn.Module, x: torch.Tensor, batch: int = 1000) -> torch.Tens
         return torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, x.shape[0], batch)])
 
 
-def _csv(columns: Sequence[str], rows: Sequence[dict]) -> str:
-    buffer = _io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: _cell(row.get(k)) for k in columns})
-    return buffer.getvalue()
-
-
-def _cell(value):
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return repr(value)
-    return value
-
-
 def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
@@ -233,7 +213,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
 
 def write_accuracy_outputs(out_dir: str | Path, outcome: AccuracyOutcome) -> None:
     out_dir = Path(out_dir)
-    write_text(out_dir / "per_example.csv", _csv(ACCURACY_COLUMNS, outcome.rows))
+    write_csv(out_dir / "per_example.csv", ACCURACY_COLUMNS, outcome.rows)
     write_json(out_dir / "summary.json", outcome.summary)
 
 
@@ -356,7 +336,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
 def write_attack_outputs(out_dir: str | Path, outcome: AttackOutcome) -> None:
     """per_example.csv, summary.json and (when examples were kept) examples.npz, each atomically."""
     out_dir = Path(out_dir)
-    write_text(out_dir / "per_example.csv", _csv(ATTACK_COLUMNS, outcome.rows))
+    write_csv(out_dir / "per_example.csv", ATTACK_COLUMNS, outcome.rows)
     if outcome.examples:
         save_npz(out_dir / "examples.npz", **outcome.examples)
     write_json(out_dir / "summary.json", outcome.summary)

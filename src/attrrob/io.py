@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io as text_io
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 
 @contextlib.contextmanager
@@ -47,6 +49,21 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """A CSV with `columns`; floats written exactly (repr), None and missing keys as empty cells."""
+    def cell(value: Any) -> Any:
+        if value is None:
+            return ""
+        return repr(value) if isinstance(value, float) else value
+
+    buffer = text_io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: cell(row.get(key)) for key in columns})
+    write_text(path, buffer.getvalue())
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

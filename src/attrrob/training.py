@@ -15,8 +15,6 @@ depend on what else touched the global RNG.
 
 from __future__ import annotations
 
-import csv
-import io as _io
 import math
 import random
 import time
@@ -29,7 +27,7 @@ import torch
 from . import checkpoint, models, objectives
 from .config import dataset_input
 from .errors import AttrrobError, DataError
-from .io import write_json, write_text
+from .io import write_csv, write_json
 
 CHECKPOINT_NAME = "latest.pt"
 # Settings that may change between an interrupted run and its resumption.
@@ -130,15 +128,6 @@ def _config_difference(saved: Mapping, current: Mapping) -> list[str]:
 def log_columns(method: str) -> list[str]:
     terms = [t for t in objectives.term_names(method) if t != "total"]
     return ["step", "lr", "total", *terms, "batch_accuracy", "examples_per_s"]
-
-
-def _csv(columns: list[str], rows: list[Mapping]) -> str:
-    buf = _io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
-    return buf.getvalue()
 
 
 def _check_finite(terms: Mapping[str, float], step: int, method: str) -> None:
@@ -246,11 +235,11 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
                 window_time, window_examples = 0.0, 0
             if step % settings["checkpoint_every"] == 0 or step == total_steps:
                 save_state()
-                write_text(out_dir / "train_log.csv", _csv(columns, rows))
+                write_csv(out_dir / "train_log.csv", columns, rows)
     finally:
         bar.close()
 
-    write_text(out_dir / "train_log.csv", _csv(columns, rows))
+    write_csv(out_dir / "train_log.csv", columns, rows)
     metrics = {
         "dataset": dataset, "method": method, "steps": step, "final": last_terms,
         "examples_per_s": (step * batch_size / train_time) if train_time > 0 else None,
