@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from attrrob import metrics, models
-from attrrob.attacks.attribution import (SaliencyObjective, attack_batch, input_gradients_only, real_saliency,
+from attrrob.attacks.saliency import (SaliencyObjective, attack_batch, input_gradients_only, real_saliency,
                                          surrogate_objective_gradient)
 from attrrob.data import read_idx
 from attrrob.devices import select_device

@@ -11,7 +11,9 @@ def test_paper_defaults_follow_the_spec():
     mnist_nat = config.train_settings("mnist", "natural")
     assert (mnist_nat["steps"], mnist_nat["batch_size"], mnist_nat["optimizer"]) == (25000, 50, "adam")
     assert config.train_settings("mnist", "ig_norm")["lam"] == 1.0
-    assert config.train_settings("mnist", "ig_sum_norm")["lam"] == 0.1
+    assert config.train_settings("mnist", "ig_sum_norm")["beta"] == 0.1
+    assert config.train_settings("gtsrb", "ig_sum_norm")["beta"] == 1.0
+    assert config.train_settings("flower", "natural")["loss_reduction"] == "mean"
     flower = config.train_settings("flower", "sarkar")
     assert flower["lr_schedule"] == [[0, 1e-4], [500, 1e-3], [60000, 1e-4]]
     assert (flower["m"], flower["approx_factor"], flower["lam"], flower["batch_size"]) == (50, 10, 0.1, 16)
@@ -76,3 +78,30 @@ def test_parse_overrides_reads_yaml_scalars_without_evaluating():
     assert config.parse_overrides(["optimizer=__import__('os')"]) == {"optimizer": "__import__('os')"}
     with pytest.raises(ConfigError, match="expected key=value"):
         config.parse_overrides(["steps"])
+
+
+@pytest.mark.parametrize("method, given, fragment", [
+    ("ig_sum_norm", {"lam": 0.3}, "ig_sum_norm has no λ; its weight is 'beta' (β); set beta instead"),
+    ("sarkar", {"beta": 0.3}, "sarkar has no β; its weight is 'lam' (λ); set lam instead"),
+    ("ig_norm", {"beta": 0.3}, "ig_norm has no β"),
+])
+def test_a_weight_key_of_another_method_names_the_right_one(tmp_path, method, given, fragment):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"hyperparameters": {"mnist": {"train": {method: given}}}}))
+    with pytest.raises(ConfigError, match=f"train.{method}.{next(iter(given))}: " + fragment.replace("(", r"\(").replace(")", r"\)")):
+        config.train_settings("mnist", method, path)
+    with pytest.raises(ConfigError, match=r"--set\." + next(iter(given))):
+        config.train_settings("mnist", method, None, given)
+
+
+def test_inner_weight_is_tied_to_the_methods_own_weight_unless_set():
+    from attrrob.objectives import inner_ig_weight
+
+    s = config.train_settings("mnist", "ig_sum_norm", None, {"beta": 0.25})
+    assert s["inner_ig_weight"] is None and inner_ig_weight(s) == 0.25
+    s = config.train_settings("mnist", "sarkar", None, {"lam": 0.5})
+    assert inner_ig_weight(s) == 0.5
+    s = config.train_settings("mnist", "sarkar", None, {"inner_ig_weight": 2})
+    assert s["inner_ig_weight"] == 2.0 and inner_ig_weight(s) == 2.0
+    with pytest.raises(ConfigError, match="inner_ig_weight: expected a number or null"):
+        config.train_settings("mnist", "sarkar", None, {"inner_ig_weight": "big"})

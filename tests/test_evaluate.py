@@ -14,7 +14,7 @@ from attrrob import models
 from attrrob.checkpoint import save_model
 from attrrob.cli import evaluate as evaluate_cli
 from attrrob.cli import evaluate_accuracy as accuracy_cli
-from attrrob.attribution import CPU_INPUT_ELEMENTS_PER_CALL
+from attrrob.ig import CPU_INPUT_ELEMENTS_PER_CALL
 from attrrob.evaluation import ATTACK_COLUMNS, plan_batches
 
 ATTACK_SETTINGS = ["--set", "iterations=3", "--set", "ig_steps=8", "--num-examples", "24", "--device", "cpu",

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrrob import attribution as A
+from attrrob import ig as A
 from attrrob import models
 from attrrob import regularizers as R
 from conftest import golden_path

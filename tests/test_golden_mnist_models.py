@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrrob import attribution as A
+from attrrob import ig as A
 from attrrob import models
 from conftest import golden_path
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrrob import attribution, config, models, objectives
+from attrrob import config, ig, models, objectives
 from attrrob.errors import ConfigError
 
 METHODS = list(config.METHODS)
@@ -39,7 +39,9 @@ def ref_ig(g, a, b, m, pts=None):
 
 
 def reference_loss(method, net, x, y, s, gen):
-    eps, m, af, lam = s["eps"], s["m"], s["approx_factor"], s["lam"]
+    eps, m, af = s["eps"], s["m"], s["approx_factor"]
+    # λ for ig_norm and sarkar*, β for ig_sum_norm; the inner PGD weight is tied to it (defaults).
+    lam = s["beta"] if method == "ig_sum_norm" else s["lam"]
 
     def ce(z):
         return -torch.log(F.softmax(net(z), 1).gather(1, y[:, None]).clamp(1e-10, 1)).squeeze(1)
@@ -194,7 +196,7 @@ def test_unknown_method_is_a_config_error():
 def test_rows_per_ig_call_honours_the_budget_and_caps_cpu_passes():
     s = tiny_settings("sarkar")
     mnist = torch.zeros(50, 1, 28, 28)
-    assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), mnist) == attribution.CPU_INPUT_ELEMENTS_PER_CALL // 784
+    assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), mnist) == ig.CPU_INPUT_ELEMENTS_PER_CALL // 784
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=100), mnist) == 100
     flower = torch.zeros(16, 3, 128, 128)
     assert objectives.rows_per_ig_call(dict(s, ig_max_batch=0), flower) == 16  # never below one point

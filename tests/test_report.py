@@ -16,7 +16,7 @@ pd = pytest.importorskip("pandas", reason="the reports need the workflow extras 
 pytest.importorskip("seaborn", reason="the reports need the workflow extras (pandas, seaborn, matplotlib)")
 pytest.importorskip("matplotlib", reason="the reports need the workflow extras (pandas, seaborn, matplotlib)")
 
-from attrrob import io, report  # noqa: E402
+from attrrob import outputs, report  # noqa: E402
 from attrrob.config import dataset_input  # noqa: E402
 from attrrob.errors import AttrrobError, ConfigError, DataError  # noqa: E402
 
@@ -48,7 +48,7 @@ def _write_method(root: Path, dataset: str, method: str, seed: int, n_images: in
     correct = rng.random(n_images) < 0.9
     correct[:6] = True  # the stored example images (below) are attacked ones
     robust = correct & (rng.random(n_images) < 0.6)
-    io.write_json(folder / "accuracy" / "summary.json", {
+    outputs.write_json(folder / "accuracy" / "summary.json", {
         "dataset": dataset, "method": method,
         "natural_accuracy": _ci(correct.astype(float)), "adversarial_accuracy": _ci(robust.astype(float)),
         "settings": {"eps": 0.3}, "wall_time_s": 1.5, "device": "cpu"})
@@ -71,11 +71,11 @@ def _write_method(root: Path, dataset: str, method: str, seed: int, n_images: in
                          "spearman_rho": None, "mass_center_shift": None, "linf": None, "restart": None,
                          "step": None, "zero_direction": 0})
     frame = pd.DataFrame(rows)
-    io.write_text(folder / "attack_topk" / "per_example.csv", frame.to_csv(index=False))
+    outputs.write_text(folder / "attack_topk" / "per_example.csv", frame.to_csv(index=False))
     done = frame[frame["status"] == "attacked"]
     metrics = {name: _ci(done[name].to_numpy(float))
                for name in ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift", "linf")}
-    io.write_json(folder / "attack_topk" / "summary.json", {
+    outputs.write_json(folder / "attack_topk" / "summary.json", {
         "dataset": dataset, "method": method, "attack": "topk", "settings": {"k_attack": 200},
         "zero_direction": "random_sign",
         "counts": {"n_total": n_images, "n_attacked": int(len(done)), "n_skipped": int(n_images - len(done)),
@@ -91,7 +91,7 @@ def _write_method(root: Path, dataset: str, method: str, seed: int, n_images: in
     attacked_images = np.clip(original + rng.uniform(-0.3, 0.3, original.shape), 0, 1).astype(np.float32)
     maps = rng.random((2, 4, height * width)).astype(np.float32)
     maps *= height * width / maps.sum(axis=2, keepdims=True)
-    io.save_npz(folder / "attack_topk" / "examples.npz", indices=indices, labels=indices % 10,
+    outputs.save_npz(folder / "attack_topk" / "examples.npz", indices=indices, labels=indices % 10,
                 original=original, attacked=attacked_images, saliency_original=maps[0],
                 saliency_attacked=maps[1], height=np.int64(height), width=np.int64(width))
 
@@ -101,8 +101,8 @@ def _write_method(root: Path, dataset: str, method: str, seed: int, n_images: in
                         "batch_accuracy": 1 - 0.9 * np.exp(-steps / 300), "examples_per_s": 500.0})
     if method == "ig_norm":
         log["ig_l1"] = 0.3 * np.exp(-steps / 400) + 0.05
-    io.write_text(folder / "train_log.csv", log.to_csv(index=False))
-    io.write_json(folder / "train_metrics.json", {"dataset": dataset, "method": method, "steps": 1000,
+    outputs.write_text(folder / "train_log.csv", log.to_csv(index=False))
+    outputs.write_json(folder / "train_metrics.json", {"dataset": dataset, "method": method, "steps": 1000,
                                                   "final": {"ce": 0.05}, "examples_per_s": 500.0,
                                                   "wall_time_s": 2.0, "device": "cpu", "settings": {}})
     return {"accuracy": json.loads((folder / "accuracy" / "summary.json").read_text()),
@@ -479,7 +479,7 @@ def test_reports_only_read_results():
 
 def test_results_without_images_show_not_available(tmp_path):
     nothing = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    io.write_json(tmp_path / "mnist" / "natural" / "attack_topk" / "summary.json", {
+    outputs.write_json(tmp_path / "mnist" / "natural" / "attack_topk" / "summary.json", {
         "dataset": "mnist", "method": "natural", "attack": "topk", "zero_direction": "stay",
         "counts": {"n_total": 3, "n_attacked": 0, "n_skipped": 3, "n_zero_direction": 0},
         "zero_direction_fraction": math.nan,

@@ -101,8 +101,8 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
 def test_checkpoint_with_other_settings_is_refused(tmp_path):
     x, y = data()
     training.train(settings(steps=2), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c", progress=False)
-    with pytest.raises(AttrrobError, match=r"other settings \(lam: 0\.1 -> 0\.5\)"):
-        training.train(settings(steps=4, lam=0.5), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c",
+    with pytest.raises(AttrrobError, match=r"other settings \(beta: 0\.1 -> 0\.5\)"):
+        training.train(settings(steps=4, beta=0.5), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c",
                        progress=False)
     with pytest.raises(AttrrobError, match="beyond steps=1"):
         training.train(settings(steps=1), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c", progress=False)
@@ -179,7 +179,7 @@ def test_python_dash_m_entry_point_and_missing_data(tmp_path):
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "attrrob.train", "--dataset", "digits", "--method", "natural",
+    proc = subprocess.run([sys.executable, "-m", "attrrob", "train", "--dataset", "digits", "--method", "natural",
                            "--data", str(tmp_path / "absent.npz"), "--out", str(tmp_path / "o"), "--device", "cpu"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2

@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import torch
 
 from .errors import AttrrobError
-from .io import save_torch
+from .outputs import save_torch
 
 FORMAT = 1
 

@@ -69,8 +69,18 @@ def read_user_config(path: str | Path | None) -> dict:
         if dataset not in _defaults():
             raise ConfigError(f"config file {path}: hyperparameters.{dataset}: unknown dataset "
                               f"(known: {', '.join(_defaults())})")
-        _check_against(body, _defaults()[dataset], f"hyperparameters.{dataset}", path)
+        _check_against(body, _user_shape(_defaults()[dataset]), f"hyperparameters.{dataset}", path)
     return dict(hyper)
+
+
+def _user_shape(defaults: Mapping) -> dict:
+    """What a user may set for one data set: as defaults, but train.<method> takes any training key."""
+    shape = dict(defaults)
+    if "train" in shape:
+        train = shape["train"]
+        shape["train"] = {name: (body if name == "common" else {**train["common"], **body})
+                          for name, body in train.items()}
+    return shape
 
 
 def _check_against(value: Any, default: Any, where: str, path: Any) -> None:
@@ -91,7 +101,10 @@ def _check_scalar(value: Any, default: Any, where: str, path: Any) -> None:
     def bad(kind: str):
         return ConfigError(f"config file {path}: {where}: expected {kind}, got {value!r}")
 
-    if isinstance(default, bool):
+    if default is None:  # optional number (null = derived, e.g. inner_ig_weight)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise bad("a number or null")
+    elif isinstance(default, bool):
         if not isinstance(value, bool):
             raise bad("true or false")
     elif isinstance(default, int):
@@ -124,8 +137,25 @@ def _merged(dataset: str, section: str, config_path: str | Path | None, override
 
 def _coerce_floats(values: dict, defaults: Mapping) -> None:
     for key, default in defaults.items():
-        if isinstance(default, float) and key in values:
+        if key in values and values[key] is not None and (isinstance(default, float) or default is None):
             values[key] = float(values[key])
+
+
+# Each method's own weight key; the other one is a mistake at method level (it used to be `lam`
+# for all three concepts, see defaults.yaml).
+_WEIGHT_KEYS = {"ig_norm": "lam", "ig_sum_norm": "beta", "sarkar": "lam", "sarkar_cacr": "lam",
+                "sarkar_wacr": "lam"}
+_WEIGHT_NAMES = {"lam": "λ", "beta": "β"}
+
+
+def _check_weight_keys(method: str, given: Mapping, where: str) -> None:
+    own = _WEIGHT_KEYS.get(method)
+    if own is None:
+        return
+    other = "beta" if own == "lam" else "lam"
+    if other in given:
+        raise ConfigError(f"{where}.{other}: {method} has no {_WEIGHT_NAMES[other]}; its weight is "
+                          f"'{own}' ({_WEIGHT_NAMES[own]}); set {own} instead")
 
 
 def train_settings(dataset: str, method: str, config_path: str | Path | None = None,
@@ -137,6 +167,8 @@ def train_settings(dataset: str, method: str, config_path: str | Path | None = N
     settings = copy.deepcopy(train["common"])
     settings.update(copy.deepcopy(train.get(method, {})))
     user = read_user_config(config_path).get(dataset, {}).get("train", {})
+    _check_weight_keys(method, user.get(method, {}), f"config file {config_path}: hyperparameters.{dataset}.train.{method}")
+    _check_weight_keys(method, overrides or {}, "--set")
     settings.update(copy.deepcopy(user.get("common", {})))
     settings.update(copy.deepcopy(user.get(method, {})))
     for key, value in (overrides or {}).items():

@@ -1,7 +1,7 @@
 """Evaluation driver: natural/adversarial accuracy and attribution attacks over a test set.
 
 Batched over images (and, inside IG, over path points); per-example records and summaries in
-the schemas of `docs/DESIGN.md`. The attack semantics live in `attrrob.attacks.attribution`;
+the schemas of `docs/DESIGN.md`. The attack semantics live in `attrrob.attacks.saliency`;
 this module chooses batch sizes within a memory budget, skips misclassified images, and turns
 per-image results into rows, means with confidence intervals, and picture arrays.
 """
@@ -20,12 +20,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
-from .attacks import attribution as attribution_attacks
+from .attacks import saliency as saliency_attacks
 from .attacks.pgd import pgd
-from .attribution import integrated_gradients, logit_fn, rows_per_call, saliency_map
+from .ig import integrated_gradients, logit_fn, rows_per_call, saliency_map
 from .config import dataset_input
 from .errors import AttrrobError
-from .io import save_npz, write_csv, write_json
+from .outputs import save_npz, write_csv, write_json
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
                   "mass_center_shift", "linf", "restart", "step", "zero_direction")
@@ -70,7 +70,7 @@ def surrogate_row_bytes(model: nn.Module, sample: torch.Tensor) -> int:
 
         x = sample[:1].detach()
         y = torch.zeros(1, dtype=torch.long, device=x.device)
-        with attribution_attacks.input_gradients_only(model), torch.enable_grad():
+        with saliency_attacks.input_gradients_only(model), torch.enable_grad():
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
                 leaf = x.clone().requires_grad_(True)
                 ig = integrated_gradients(logit_fn(model, y, smooth=True), leaf, 0.0, points, create_graph=True)
@@ -96,7 +96,7 @@ def plan_batches(model: nn.Module, sample: torch.Tensor, ig_steps: int, batch_im
     When even one image's `ig_steps` rows do not fit, one image at a time with the IG split into
     chunks of `max_rows` rows (the attack then uses its chunked, equal-result gradient).
     A positive `ig_max_batch` caps the rows per call further, and so does `rows_cap`
-    (None: the CPU cache cap of `attribution.rows_per_call` on a CPU, no cap on a GPU; 0: no cap).
+    (None: the CPU cache cap of `ig.rows_per_call` on a CPU, no cap on a GPU; 0: no cap).
     """
     budget = int(budget_bytes) if budget_bytes else default_memory_budget(sample.device)
     row_bytes = surrogate_row_bytes(model, sample)
@@ -179,7 +179,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
     batch = max(1, int(settings["batch_size"]))
     natural, adversarial = [], []
     start_time = time.perf_counter()
-    with attribution_attacks.input_gradients_only(model), _progress(len(x), f"accuracy {dataset}", progress) as bar:
+    with saliency_attacks.input_gradients_only(model), _progress(len(x), f"accuracy {dataset}", progress) as bar:
         for start in range(0, len(x), batch):
             xb, yb = x[start:start + batch].to(device), y[start:start + batch].to(device)
             with torch.no_grad():
@@ -190,7 +190,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
 
             x_adv = pgd(loss_fn, xb, eps=float(settings["eps"]), steps=int(settings["steps"]),
                         step_size=float(settings["step_size"]), lo=lo, hi=hi, random_start=True,
-                        generator=attribution_attacks.image_generator(seed, start, 0))
+                        generator=saliency_attacks.image_generator(seed, start, 0))
             with torch.no_grad():
                 adversarial.append(model(x_adv).argmax(1).cpu())
             bar.update(len(xb))
@@ -275,7 +275,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
             batch = correct[start:start + plan.batch_images]
             xb, yb = x[batch].to(device), y[batch].to(device)
             tb = None if target is None else target.to(device).expand(len(batch), -1)
-            result = attribution_attacks.attack_batch(model, xb, yb, batch, attack, settings, lo=lo, hi=hi,
+            result = saliency_attacks.attack_batch(model, xb, yb, batch, attack, settings, lo=lo, hi=hi,
                                                       integral=integral, seed=seed, target=tb,
                                                       max_rows=plan.max_rows)
             values = {k: v.cpu() for k, v in result.metrics(int(settings["k_metric"]), height, width).items()}

@@ -315,7 +315,7 @@ def input_scale_invariant(model: nn.Module, x: torch.Tensor, min_scale: float) -
     That holds for the ResNets, whose first op is per-image standardisation, as long as the
     scaled image's standard deviation stays above TF's floor 1/√N (α²·var(x) ≥ 1/N); then a
     zero-baseline IG needs one gradient instead of one per path point (see
-    `attribution.integrated_gradients(..., scale_invariant=True)`). False for the CNNs.
+    `ig.integrated_gradients(..., scale_invariant=True)`). False for the CNNs.
     """
     if not isinstance(model, RarResNet):
         return False

@@ -7,9 +7,11 @@ Every objective is `inner` (None, or the PGD loss that finds x′ in the ε-ball
   by `loss_reduction`;
 - the inner maximisation uses the approximate IG with points a, 2a, …, m (a = approx_factor),
   differentiated with create_graph so its x′-gradient is exact; ig_sum_norm and all sarkar variants
-  share one inner loss, CE(x′) + λ‖IG_approx‖₁, so they draw identical iterates for one seed;
+  share one inner loss, CE(x′) + w‖IG_approx‖₁ (w = `inner_ig_weight`, tied to β or λ), so for
+  equal weights they draw identical iterates for one seed;
 - outer IGs use all m points with create_graph (the θ-gradient goes through input gradients);
-- one λ weighs whichever regularisers an objective has; weight decay is wd·Σ½‖W‖² over kernels.
+- λ (`lam`) weighs ig_norm's ‖IG‖₁ and the sarkar regularisers, β (`beta`) ig_sum_norm's ‖IG‖₁;
+  weight decay is wd·Σ½‖W‖² over kernels.
 `compute_loss` returns the loss and a dict of floats naming each unweighted component.
 """
 
@@ -21,7 +23,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn.functional as F
 
-from . import attribution, config, models, regularizers
+from . import config, ig, models, regularizers
 from .attacks.pgd import pgd
 from .errors import ConfigError
 
@@ -31,21 +33,21 @@ OuterLoss = Callable[[torch.nn.Module, Tensor, "Tensor | None", Tensor, Mapping]
 
 
 def rows_per_ig_call(settings: Mapping, x: Tensor) -> int | None:
-    """Rows per IG pass: `ig_max_batch` (0 = no limit), capped on a CPU (`attribution.rows_per_call`)."""
-    return attribution.rows_per_call(x, settings.get("ig_max_batch"))
+    """Rows per IG pass: `ig_max_batch` (0 = no limit), capped on a CPU (`ig.rows_per_call`)."""
+    return ig.rows_per_call(x, settings.get("ig_max_batch"))
 
 
 def _approx_ig(model, x: Tensor, x_adv: Tensor, y: Tensor, settings: Mapping) -> Tensor:
     """IG^ℓ(x → x′) over the points a, 2a, …, m only, differentiable in x′ (for the attack)."""
     m, a = settings["m"], settings["approx_factor"]
-    return attribution.integrated_gradients(attribution.cross_entropy_fn(model, y), x_adv, x, m,
+    return ig.integrated_gradients(ig.cross_entropy_fn(model, y), x_adv, x, m,
                                             points=range(a, m + 1, a), create_graph=True,
                                             max_batch=rows_per_ig_call(settings, x))
 
 
 def _full_ig(fn, x: Tensor, baseline: Tensor, settings: Mapping) -> Tensor:
     """m-point IG, differentiable in θ (training's outer loss)."""
-    return attribution.integrated_gradients(fn, x, baseline, settings["m"], create_graph=True,
+    return ig.integrated_gradients(fn, x, baseline, settings["m"], create_graph=True,
                                             max_batch=rows_per_ig_call(settings, x))
 
 
@@ -57,7 +59,7 @@ def _zero_baseline_ig(fn, model, x: Tensor, settings: Mapping) -> Tensor:
     """
     m = settings["m"]
     if models.input_scale_invariant(model, x, 1.0 / m):
-        return attribution.integrated_gradients(fn, x, 0.0, m, create_graph=True, scale_invariant=True)
+        return ig.integrated_gradients(fn, x, 0.0, m, create_graph=True, scale_invariant=True)
     return _full_ig(fn, x, torch.zeros_like(x), settings)
 
 
@@ -71,10 +73,22 @@ def inner_ig_l1(model, x, y, settings):
     return lambda z: regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
 
 
+def inner_ig_weight(settings: Mapping) -> float:
+    """Weight w of ‖IG_approx‖₁ in the inner loss CE(x′) + w‖IG_approx‖₁ (ig_sum_norm, sarkar*).
+
+    `inner_ig_weight: null` ties it to the method's own weight, as the reference code does: β for
+    ig_sum_norm, λ for the sarkar variants.
+    """
+    weight = settings.get("inner_ig_weight")
+    if weight is None:
+        weight = settings["beta"] if settings.get("method") == "ig_sum_norm" else settings["lam"]
+    return float(weight)
+
+
 def inner_ce_ig_l1(model, x, y, settings):
-    ce = attribution.cross_entropy_fn(model, y)
-    lam = settings["lam"]
-    return lambda z: ce(z).sum() + lam * regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
+    ce = ig.cross_entropy_fn(model, y)
+    weight = inner_ig_weight(settings)
+    return lambda z: ce(z).sum() + weight * regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
 
 
 # ---- outer losses: return (loss without weight decay, {term: unweighted tensor}) ----
@@ -91,7 +105,7 @@ def outer_madry(model, x, x_adv, y, settings):
 
 def _change_ig(model, x, x_adv, y, settings) -> Tensor:
     """IG^ℓ(x → x′; m): RAR's regularised attribution (its negation is WACR's A)."""
-    return _full_ig(attribution.cross_entropy_fn(model, y), x_adv, x, settings)
+    return _full_ig(ig.cross_entropy_fn(model, y), x_adv, x, settings)
 
 
 def outer_ig_norm(model, x, x_adv, y, settings):
@@ -103,7 +117,7 @@ def outer_ig_norm(model, x, x_adv, y, settings):
 def outer_ig_sum_norm(model, x, x_adv, y, settings):
     ce = F.cross_entropy(model(x_adv), y, reduction="sum")
     ig_l1 = regularizers.ig_l1(_change_ig(model, x, x_adv, y, settings))
-    return ce + settings["lam"] * ig_l1, {"ce": ce, "ig_l1": ig_l1}
+    return ce + settings["beta"] * ig_l1, {"ce": ce, "ig_l1": ig_l1}
 
 
 def probability_igs(model, inputs: list[Tensor], y: Tensor, settings: Mapping) -> list[Tensor]:
@@ -113,7 +127,7 @@ def probability_igs(model, inputs: list[Tensor], y: Tensor, settings: Mapping) -
     making a second pass.
     """
     stacked = torch.cat(inputs)
-    fn = attribution.probability_fn(model, y.repeat(len(inputs)))
+    fn = ig.probability_fn(model, y.repeat(len(inputs)))
     return list(_zero_baseline_ig(fn, model, stacked, settings).split(len(y)))
 
 
@@ -127,7 +141,7 @@ def _sarkar_outer(use_cacr: bool, use_wacr: bool) -> OuterLoss:
         if use_cacr:
             # T, N: channel-summed IG of p_y and p_neg (negative class chosen per path point) at x′.
             T = pieces[-1].sum(1)
-            N = _zero_baseline_ig(attribution.negative_probability_fn(model, y), model, x_adv, settings).sum(1)
+            N = _zero_baseline_ig(ig.negative_probability_fn(model, y), model, x_adv, settings).sum(1)
             terms["cacr"] = regularizers.cacr(T, N)
         if use_wacr:
             B = pieces[0]                              # IG^{p_y}(0 → x)
@@ -178,6 +192,7 @@ def adversarial_example(method: str, model: torch.nn.Module, x: Tensor, y: Tenso
     if objective.inner is None:
         return None
     hi = float(config.dataset_input(settings["dataset"])["max_value"])
+    settings = {**settings, "method": method}  # the inner weight's tie depends on the method
     return pgd(objective.inner(model, x, y, settings), x, eps=settings["eps"], steps=settings["pgd_steps"],
                step_size=settings["pgd_step_size"], lo=0.0, hi=hi, random_start=True, generator=generator)
 

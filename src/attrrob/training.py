@@ -27,7 +27,7 @@ import torch
 from . import checkpoint, models, objectives
 from .config import dataset_input
 from .errors import AttrrobError, DataError
-from .io import write_csv, write_json
+from .outputs import write_csv, write_json
 
 CHECKPOINT_NAME = "latest.pt"
 # Settings that may change between an interrupted run and its resumption.
@@ -135,7 +135,7 @@ def _check_finite(terms: Mapping[str, float], step: int, method: str) -> None:
         value = terms[name]
         if not math.isfinite(value):
             raise AttrrobError(f"step {step}: loss term '{name}' is {value} ({method}); training stopped — "
-                               "lower the learning rate or λ (--set lam=...), or check the data")
+                               "lower the learning rate or the regulariser weight (--set lam=... or beta=...), or check the data")
 
 
 def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Tensor, out_dir: str | Path, *,

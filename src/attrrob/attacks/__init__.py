@@ -1,1 +1,1 @@
-"""Attacks: L∞ PGD pieces (`attrrob.attacks.pgd`) and attribution attacks (`attrrob.attacks.attribution`)."""
+"""Attacks: L∞ PGD pieces (`attrrob.attacks.pgd`) and attribution attacks (`attrrob.attacks.saliency`)."""

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from attrrob import config as attrrob_config
-from attrrob import io, report
+from attrrob import outputs, report
 from attrrob.errors import AttrrobError, one_line_errors
 
 README_START = "<!-- results-table:start -->"
@@ -55,7 +55,7 @@ def write_training_curves(results_dir, datasets, methods, out_dir: Path) -> None
             log = report.load_train_log(results_dir, dataset, method)
             if log is not None:
                 curve = log[["step", "total", "batch_accuracy"]]
-                io.write_text(out_dir / f"{dataset}_{method}.csv", curve.to_csv(index=False))
+                outputs.write_text(out_dir / f"{dataset}_{method}.csv", curve.to_csv(index=False))
 
 
 def fill_readme(readme: Path, table: str) -> None:
@@ -64,7 +64,7 @@ def fill_readme(readme: Path, table: str) -> None:
     if not pattern.search(text):
         raise AttrrobError(f"{readme}: no '{README_START}' ... '{README_END}' section to fill")
     filled = pattern.sub(lambda _: f"{README_START}\n{table}{README_END}", text)
-    io.write_text(readme, filled)
+    outputs.write_text(readme, filled)
 
 
 @one_line_errors
@@ -84,10 +84,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("nothing to write: give --metrics, --table, --curves and/or --readme")
     where = (args.results_dir, args.datasets, args.methods, args.attacks)
     if args.metrics:
-        io.write_json(args.metrics, metrics(*where))
+        outputs.write_json(args.metrics, metrics(*where))
     table = tables(*where) if args.table or args.readme else None
     if args.table:
-        io.write_text(args.table, table)
+        outputs.write_text(args.table, table)
     if args.curves:
         args.curves.mkdir(parents=True, exist_ok=True)
         write_training_curves(args.results_dir, args.datasets, args.methods, args.curves)

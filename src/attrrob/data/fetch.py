@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import io
+from .. import outputs
 from ..errors import DataError
 from .sources import DIGITS_CONTENT_SHA256, DIGITS_FILE, RawFile, check_dataset, raw_files
 from .store import read_npz_arrays, write_npz
@@ -85,7 +85,7 @@ def _copy_from_mirror(spec: RawFile, mirror: Path, dest: Path) -> dict:
     if not source.is_file():
         raise DataError(f"mirror {mirror} has no file {spec.name}: put the official file there under "
                         "that name, or download without --mirror")
-    with io.atomic_path(dest) as tmp:
+    with outputs.atomic_path(dest) as tmp:
         shutil.copyfile(source, tmp)
         return verify(tmp, spec, shown_name=str(source))
 
@@ -104,7 +104,7 @@ def _fetch_from_network(spec: RawFile, dest: Path) -> dict:
             if attempt:
                 time.sleep(BACKOFF_S * 2 ** (attempt - 1))
             try:
-                with io.atomic_path(dest) as tmp:
+                with outputs.atomic_path(dest) as tmp:
                     _stream(url, tmp)
                     return verify(tmp, spec, shown_name=f"{spec.name} (from {url})")
             except DataError as exc:

@@ -7,7 +7,7 @@ official archive holds raises DataError before anything is written.
 from __future__ import annotations
 
 import csv
-import io as stdio
+import io
 import re
 import tarfile
 import zipfile
@@ -138,7 +138,7 @@ def _decode(data: bytes, shown: str, size: int, resample) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(stdio.BytesIO(data)) as img:
+        with Image.open(io.BytesIO(data)) as img:
             img = img.convert("RGB").resize((size, size), resample)
             return np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
@@ -153,7 +153,7 @@ def _open_zip(path: Path) -> zipfile.ZipFile:
 
 
 def _csv_rows(data: bytes, shown: str, needed: tuple[str, ...]) -> list[dict]:
-    rows = list(csv.DictReader(stdio.StringIO(data.decode("utf-8-sig")), delimiter=";", skipinitialspace=True))
+    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8-sig")), delimiter=";", skipinitialspace=True))
     if not rows or any(key not in rows[0] for key in needed):
         raise DataError(f"{shown}: expected a ';'-separated table with columns {', '.join(needed)}; {_RERUN}")
     return rows

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .. import io
+from .. import outputs
 from ..errors import DataError
 
 SPLITS = ("train", "test")
@@ -22,8 +22,8 @@ MANIFEST_FORMAT = 1
 
 
 def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> str:
-    """Write `arrays` as a byte-reproducible compressed .npz (`attrrob.io.save_npz`); return its SHA-256."""
-    io.save_npz(path, **arrays)
+    """Write `arrays` as a byte-reproducible compressed .npz (`attrrob.outputs.save_npz`); return its SHA-256."""
+    outputs.save_npz(path, **arrays)
     return sha256_file(path)
 
 
@@ -70,7 +70,7 @@ def write_prepared(out_path: str | Path, arrays: Mapping[str, np.ndarray], manif
         "npz_sha256": digest,
         "arrays": {key: {"shape": list(value.shape), "dtype": str(value.dtype)} for key, value in ordered.items()},
     }
-    io.write_json(manifest_path(out_path), full)
+    outputs.write_json(manifest_path(out_path), full)
     return full
 
 

@@ -21,7 +21,7 @@ An all-zero direction (the top-k mask covering the map's whole support makes the
 constant) is flagged per image; `zero_direction="random_sign"` then steps along seeded random
 signs, `"stay"` keeps the exact mathematics (no move). All randomness of image i comes from its
 own generator keyed by (seed, test index, restart), so a batch of one gives the same per-image
-result as any batch. Saliency maps are those of `attrrob.attribution` (IG of the true-class
+result as any batch. Saliency maps are those of `attrrob.ig` (IG of the true-class
 logit from a zero baseline, Σ_c|·|, normalised to sum H·W).
 """
 
@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..attribution import integrated_gradients, logit_fn, saliency_map
+from ..ig import integrated_gradients, logit_fn, saliency_map
 from ..models import input_scale_invariant
 from ..config import ATTACKS, ZERO_DIRECTION_MODES
 from ..errors import ConfigError

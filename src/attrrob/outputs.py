@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io as text_io
+import io
 import json
 import os
 import tempfile
@@ -58,7 +58,7 @@ def write_csv(path: str | os.PathLike, columns: Sequence[str], rows: Iterable[Ma
             return ""
         return repr(value) if isinstance(value, float) else value
 
-    buffer = text_io.StringIO()
+    buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
     writer.writeheader()
     for row in rows:

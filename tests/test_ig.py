@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrrob import attribution as A
+from attrrob import ig as A
 from attrrob import models
 from attrrob.errors import AttrrobError
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from attrrob import metrics, models
-from attrrob.attacks.attribution import (SaliencyObjective, attack_batch, default_target_masks, real_saliency,
+from attrrob.attacks.saliency import (SaliencyObjective, attack_batch, default_target_masks, real_saliency,
                                          surrogate_objective_gradient)
-from attrrob.attribution import integrated_gradients, logit_fn, saliency_map
+from attrrob.ig import integrated_gradients, logit_fn, saliency_map
 from conftest import shared_path
 
 BASE = dict(eps=0.1, step_size=0.02, iterations=6, k_attack=12, k_metric=8, ig_steps=10, restarts=1,
@@ -94,7 +94,7 @@ def test_surrogate_gradient_is_the_exact_derivative(digits, attack):
 
 def test_resnet_saliency_shortcut_equals_the_full_path(monkeypatch):
     """Per-image standardisation: the one-gradient IG gives the same maps and attack gradient."""
-    import attrrob.attacks.attribution as attacks
+    import attrrob.attacks.saliency as attacks
 
     torch.manual_seed(0)
     model = models.build("gtsrb").double().eval()
