@@ -79,6 +79,20 @@ def test_evaluate_writes_schema(workspace, tmp_path):
         assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
     assert summary["settings"]["iterations"] == 3 and summary["zero_direction"] == "random_sign"
     assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0 and summary["device"].startswith("cpu")
+    assert all(int(r["topk_tied_slots"]) >= 0 for r in attacked)
+    n_tied = sum(int(r["topk_tied_slots"]) > 0 for r in attacked)
+    assert summary["ties"] == {"mode": "expected", "n_with_ties": n_tied, "share_with_ties": n_tied / len(attacked)}
+    trace = np.load(out / "trace.npz")
+    assert sorted(trace.files) == ["indices", "iterations", "kendall_tau", "topk_intersection"]
+    assert trace["indices"].dtype == np.int64 and trace["iterations"].dtype == np.int64
+    assert trace["kendall_tau"].dtype == trace["topk_intersection"].dtype == np.float32
+    assert trace["indices"].tolist() == [int(r["index"]) for r in attacked]
+    assert trace["iterations"].tolist() == [0, 1, 2, 3]
+    assert trace["kendall_tau"].shape == trace["topk_intersection"].shape == (len(attacked), 4)
+    assert (trace["kendall_tau"][:, 0] == 1).all() and (trace["topk_intersection"][:, 0] == 1).all()
+    assert (np.diff(trace["kendall_tau"], axis=1) <= 0).all()
+    for name in ("kendall_tau", "topk_intersection"):  # after the last iteration: the per-example result
+        np.testing.assert_allclose(trace[name][:, -1], [float(r[name]) for r in attacked], rtol=0, atol=1e-6)
     examples = np.load(out / "examples.npz")
     assert examples["original"].shape == examples["attacked"].shape == (3, 1, 8, 8)
     assert examples["saliency_original"].shape == examples["saliency_attacked"].shape == (3, 64)
@@ -96,6 +110,10 @@ def test_per_image_mode_gives_the_same_rows(workspace, tmp_path):
                            "--num-examples", "12"])
     single, batched = _rows(outs["1"] / "per_example.csv"), _rows(outs["64"] / "per_example.csv")
     assert not (outs["1"] / "examples.npz").exists()
+    traces = [np.load(outs[b] / "trace.npz") for b in ("1", "64")]
+    assert traces[0]["indices"].tolist() == traces[1]["indices"].tolist()
+    for name in ("kendall_tau", "topk_intersection"):
+        np.testing.assert_allclose(traces[0][name], traces[1][name], rtol=0, atol=1e-6)
     assert json.loads((outs["1"] / "summary.json").read_text())["settings"]["batch_images_used"] == 1
     for a, b in zip(single, batched, strict=True):
         for column in ATTACK_COLUMNS:
@@ -106,26 +124,55 @@ def test_per_image_mode_gives_the_same_rows(workspace, tmp_path):
                 assert a[column] == b[column], column
 
 
-def test_targeted_attack_with_a_target_file(workspace, tmp_path):
+def test_targeted_attack_with_a_target_file_raises_the_mass_there(workspace, tmp_path):
     target = np.zeros((8, 8))
     target[:3, :3] = 1
     np.save(tmp_path / "target.npy", target)
     out = tmp_path / "targeted"
     evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
                        "--dataset", "digits", "--attack", "targeted", "--target", str(tmp_path / "target.npy"),
-                       "--out", str(out), *ATTACK_SETTINGS])
+                       "--out", str(out), "--save-examples", "24", *ATTACK_SETTINGS])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["target"] == "given mask" and summary["counts"]["n_attacked"] > 0
+    # The attack pushes saliency into the given square (measured here: mean mass 4.6 → 5.1, up on
+    # 85% of the images); a wrong sign or an ignored target file would not.
+    examples = np.load(out / "examples.npz")
+    inside = target.reshape(-1).astype(bool)
+    before = examples["saliency_original"][:, inside].sum(1)
+    after = examples["saliency_attacked"][:, inside].sum(1)
+    assert after.mean() > before.mean() and (after > before).mean() > 0.6
+
+
+def test_ties_modes_change_only_the_intersection_of_tied_images(workspace, tmp_path):
+    """k_metric = 40 exceeds every digits map's support: the top-k sets hold tied zeros."""
+    rows = {}
+    for mode in ("expected", "index"):
+        out = tmp_path / mode
+        evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                           "--dataset", "digits", "--attack", "topk", "--out", str(out), "--save-examples", "0",
+                           *ATTACK_SETTINGS, "--num-examples", "10", "--set", "k_metric=40", "--set", f"ties={mode}"])
+        rows[mode] = [r for r in _rows(out / "per_example.csv") if r["status"] == "attacked"]
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["ties"]["mode"] == mode and summary["ties"]["share_with_ties"] == 1.0
+    moved = 0
+    for e, i in zip(rows["expected"], rows["index"], strict=True):
+        assert int(e["topk_tied_slots"]) > 0 and e["topk_tied_slots"] == i["topk_tied_slots"]
+        assert e["kendall_tau"] == i["kendall_tau"] and e["step"] == i["step"]  # the walk does not depend on it
+        moved += e["topk_intersection"] != i["topk_intersection"]
+        assert 0 <= float(e["topk_intersection"]) <= 1
+    assert moved > 0
 
 
 def test_evaluate_accuracy_writes_schema(workspace, tmp_path):
     out = tmp_path / "accuracy"
     accuracy_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
                        "--dataset", "digits", "--out", str(out), "--num-examples", "100", "--device", "cpu",
-                       "--no-progress"])
+                       "--no-progress", "--no-autoattack"])  # AutoAttack has its own tests (test_autoattack.py)
     summary = json.loads((out / "summary.json").read_text())
     rows = _rows(out / "per_example.csv")
-    assert list(rows[0]) == ["index", "label", "natural_prediction", "adversarial_prediction"] and len(rows) == 100
+    assert list(rows[0]) == ["index", "label", "natural_prediction", "adversarial_prediction",
+                             "autoattack_prediction"] and len(rows) == 100
+    assert summary["autoattack_accuracy"] is None and all(r["autoattack_prediction"] == "" for r in rows)
     natural = np.mean([r["label"] == r["natural_prediction"] for r in rows])
     adversarial = np.mean([r["label"] == r["adversarial_prediction"] for r in rows])
     assert summary["natural_accuracy"]["mean"] == pytest.approx(natural)
@@ -186,3 +233,15 @@ def test_plan_fits_the_memory_budget():
     cpu_rows = CPU_INPUT_ELEMENTS_PER_CALL // 784
     assert plan(rows_cap=None).batch_images == cpu_rows // 100
     assert plan(rows_cap=None, ig_steps=10).batch_images == min(64, cpu_rows // 10)
+
+
+def test_no_saved_examples_still_writes_every_output(workspace, tmp_path):
+    """examples.npz is a rule output: with --save-examples 0 it holds length-0 arrays."""
+    out = tmp_path / "attack_topk"
+    evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--attack", "topk", "--out", str(out), "--save-examples", "0",
+                       *ATTACK_SETTINGS])
+    with np.load(out / "examples.npz") as saved:
+        assert saved["indices"].shape == (0,) and saved["original"].shape == (0, 1, 8, 8)
+        assert saved["saliency_attacked"].shape == (0, 64) and int(saved["height"]) == 8
+    assert (out / "trace.npz").exists() and (out / "summary.json").exists()

@@ -10,7 +10,8 @@ from attrrob import metrics, models
 from attrrob.attacks.saliency import SaliencyObjective, attack_batch, real_saliency, surrogate_objective_gradient
 from conftest import golden_path
 
-SETTINGS = dict(eps=0.3, step_size=0.01, iterations=100, k_attack=200, k_metric=100, ig_steps=100, restarts=1)
+SETTINGS = dict(eps=0.3, step_size=0.01, iterations=100, k_attack=200, k_metric=100, ig_steps=100, restarts=1,
+                random_restarts=1, ties="expected")
 
 
 @pytest.fixture(scope="module")

@@ -302,17 +302,92 @@ def test_scale_invariant_shortcut_equals_full_path(factory, smooth):
         A.integrated_gradients(fn, x, 1.0, 10, scale_invariant=True)
 
 
-def test_input_scale_invariant_condition():
+def test_scale_invariance_is_declared_by_the_model_and_decided_per_image():
     torch.manual_seed(0)
     resnet, cnn = models.build("gtsrb"), models.build("digits")
+    assert models.RarResNet.input_scale_invariant and not models.MnistCNN.input_scale_invariant
     x = torch.rand(2, 3, 32, 32) * 255
-    assert models.input_scale_invariant(resnet, x, 0.01)
     nearly_constant = torch.full((1, 3, 32, 32), 100.0)
     nearly_constant[0, 0, 0, 0] = 103.0  # std ≈ 3/√N: above the floor 1/√N, below it once scaled by 1/100
-    assert not models.input_scale_invariant(resnet, torch.cat([x[:1], nearly_constant]), 0.01)
-    assert models.input_scale_invariant(resnet, nearly_constant, 1.0)
-    assert not models.input_scale_invariant(cnn, torch.rand(2, 1, 8, 8), 1.0)
-    # Where the condition fails, the model indeed is not invariant on the path.
+    batch = torch.cat([x[:1], nearly_constant, x[1:]])
+    assert models.scale_invariant_images(resnet, batch, 0.01).tolist() == [True, False, True]
+    assert models.scale_invariant_images(resnet, nearly_constant, 1.0).tolist() == [True]
+    assert models.scale_invariant_images(cnn, torch.rand(2, 1, 8, 8), 1.0).tolist() == [False, False]
+    assert not models.input_scale_invariant(resnet, batch, 0.01) and models.input_scale_invariant(resnet, x, 0.01)
+    # The decision is right both ways: invariant where it says so, not where it says not.
     with torch.no_grad():
         assert not torch.allclose(resnet(0.01 * nearly_constant), resnet(nearly_constant))
         torch.testing.assert_close(resnet(0.01 * x), resnet(x), rtol=1e-4, atol=1e-5)
+        digits = torch.rand(2, 1, 8, 8)
+        assert not torch.allclose(cnn(0.5 * digits), cnn(digits))
+
+
+class _RowCounter:
+    """Counts the rows the model is evaluated on (forward hook)."""
+
+    def __init__(self, model):
+        self.rows = 0
+        self.handle = model.register_forward_hook(self)
+
+    def __call__(self, module, inputs, output):
+        self.rows += inputs[0].shape[0]
+
+
+@pytest.mark.parametrize("factory,smooth", [(A.probability_fn, False), (A.negative_probability_fn, False),
+                                            (A.logit_fn, True)])
+def test_mixed_batch_takes_the_shortcut_per_image_and_equals_the_full_path(factory, smooth):
+    """One near-constant image among normal ones: it takes the full path, they one gradient each."""
+    torch.manual_seed(0)
+    net = models.RarResNet(units_per_stage=1, classes=5, in_channels=3).double()
+    x = torch.rand(3, 3, 12, 12, dtype=torch.float64) * 255
+    x[1] = 100.0
+    x[1, 0, 0, 0] = 103.0  # std ≈ 3/√N: above the floor 1/√N, below it once scaled by 1/10
+    y = torch.tensor([3, 2, 0])
+    steps, points = 10, range(2, 11, 2)
+    mask = models.scale_invariant_images(net, x, 1 / steps)
+    assert mask.tolist() == [True, False, True]
+    counter = _RowCounter(net)
+    mixed = A.integrated_gradients(factory(net, y, smooth=smooth), x, 0.0, steps, points=points,
+                                   create_graph=True, scale_invariant=mask)
+    counter.handle.remove()
+    assert counter.rows == 2 + len(points)  # two one-gradient images, one full path
+    full = A.integrated_gradients(factory(net, y, smooth=smooth), x, 0.0, steps, points=points, create_graph=True)
+    for i in range(3):  # per image, the full path alone
+        alone = A.integrated_gradients(factory(net, y[i:i + 1], smooth=smooth), x[i:i + 1], 0.0, steps,
+                                       points=points)
+        torch.testing.assert_close(mixed[i:i + 1].detach(), alone, rtol=1e-7, atol=1e-13)
+    # Differentiable in the weights through both paths, with the full path's derivative.
+    weight = net.stages[1][0].conv1.weight
+    (g_mixed,) = torch.autograd.grad(mixed.pow(2).sum(), weight)
+    (g_full,) = torch.autograd.grad(full.pow(2).sum(), weight)
+    torch.testing.assert_close(g_mixed, g_full, rtol=1e-6, atol=1e-12)
+    # Sending the near-constant image down the shortcut would be wrong: that is why it is per image.
+    wrong = A.integrated_gradients(factory(net, y, smooth=smooth), x, 0.0, steps, points=points,
+                                   scale_invariant=True)
+    assert not torch.allclose(wrong[1], full[1].detach(), rtol=1e-3)
+    with pytest.raises(AttrrobError, match="mask"):
+        A.integrated_gradients(factory(net, y), x, 0.0, steps, scale_invariant=mask[:2])
+
+
+def test_training_zero_baseline_ig_decides_per_image():
+    """objectives._zero_baseline_ig (training's B, T, N): a mixed batch equals the full path per image."""
+    from attrrob import objectives
+
+    torch.manual_seed(0)
+    net = models.RarResNet(units_per_stage=1, classes=5, in_channels=3).double()
+    x = torch.rand(3, 3, 12, 12, dtype=torch.float64) * 255
+    x[0] = 50.0
+    x[0, 1, 3, 3] = 52.0  # near-constant: the standardisation's floor applies on the path
+    y = torch.tensor([1, 4, 2])
+    settings = {"m": 5, "ig_max_batch": 0}
+    assert models.scale_invariant_images(net, x, 1 / 5).tolist() == [False, True, True]
+    counter = _RowCounter(net)
+    mixed = objectives._zero_baseline_ig(A.probability_fn(net, y), net, x, settings)
+    counter.handle.remove()
+    assert counter.rows == 5 + 2
+    weight = net.init_conv.weight
+    (g_mixed,) = torch.autograd.grad(mixed.square().sum(), weight)
+    full = A.integrated_gradients(A.probability_fn(net, y), x, 0.0, 5, create_graph=True)
+    (g_full,) = torch.autograd.grad(full.square().sum(), weight)
+    torch.testing.assert_close(mixed, full, rtol=1e-7, atol=1e-13)
+    torch.testing.assert_close(g_mixed, g_full, rtol=1e-6, atol=1e-12)

@@ -124,3 +124,106 @@ def test_proportion_ci_equals_scipy_wilson(k, n):
     assert out["ci_low"] == pytest.approx(ref.low, abs=1e-12)
     assert out["ci_high"] == pytest.approx(ref.high, abs=1e-12)
     assert 0.0 <= out["ci_low"] <= out["mean"] <= out["ci_high"] <= 1.0
+
+
+def _tied_maps(rng: np.random.Generator, rows: int, d: int) -> torch.Tensor:
+    """Saliency-like maps whose top-k sets hold ties: a few distinct levels and many zeros."""
+    levels = rng.integers(0, 4, size=(rows, d)).astype(np.float64)
+    levels[rng.random((rows, d)) < 0.5] = 0.0
+    return torch.tensor(levels)
+
+
+def _top_sets_by_enumeration(values: np.ndarray, k: int) -> list[set]:
+    """Every top-k set that some tie-break gives (each equally likely under a uniform one)."""
+    kth = np.sort(values)[::-1][k - 1]
+    above = set(np.flatnonzero(values > kth).tolist())
+    tied = np.flatnonzero(values == kth).tolist()
+    return [above | set(c) for c in itertools.combinations(tied, k - len(above))]
+
+
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_expected_intersection_equals_enumeration_of_all_tie_breaks(k):
+    rng = np.random.default_rng(k)
+    a, b = _tied_maps(rng, 3, 24), _tied_maps(rng, 3, 24)
+    expected = metrics.topk_intersection(a, b, k, ties="expected").numpy()
+    assert (metrics.topk_tied_slots(a, k) > 0).any()  # the case is about ties
+    for row in range(3):
+        sets_a = _top_sets_by_enumeration(a[row].numpy(), k)
+        sets_b = _top_sets_by_enumeration(b[row].numpy(), k)
+        exact = np.mean([len(sa & sb) for sa in sets_a for sb in sets_b]) / k
+        assert expected[row] == pytest.approx(exact, abs=1e-12)
+    assert ((expected >= 0) & (expected <= 1)).all()
+
+
+def test_expected_intersection_is_the_mean_over_10000_random_tie_breaks():
+    """MNIST-like maps (784 pixels, fewer non-zero pixels than k = 100, quantised levels)."""
+    rng = np.random.default_rng(0)
+    d, k, draws = 784, 100, 10_000
+
+    def mnist_like():
+        values = np.zeros(d)
+        support = rng.choice(d, size=int(rng.integers(60, 95)), replace=False)
+        values[support] = np.round(rng.exponential(size=len(support)) * 4) / 4  # ties among levels too
+        return values
+
+    for _ in range(3):
+        a, b = mnist_like(), mnist_like()
+        expected = metrics.topk_intersection(torch.tensor(a)[None], torch.tensor(b)[None], k).item()
+
+        def random_sets(values):
+            # Order by value, ties by an independent uniform key per draw (a uniform tie-break);
+            # the key's weight 0.1 stays below the levels' spacing of 0.25.
+            order = np.argpartition(-values - 0.1 * rng.random((draws, d)), k - 1, axis=1)[:, :k]
+            member = np.zeros((draws, d), dtype=bool)
+            np.put_along_axis(member, order, True, axis=1)
+            return member
+
+        overlap = (random_sets(a) & random_sets(b)).sum(1) / k
+        assert overlap.std() / np.sqrt(draws) < 2.5e-4  # the tolerance below is 4 standard errors or more
+        assert expected == pytest.approx(overlap.mean(), abs=1e-3)
+
+
+def test_expected_intersection_equals_plain_intersection_without_ties_and_stays_in_unit_interval():
+    rng = np.random.default_rng(5)
+    a = torch.tensor(rng.permutation(50)[None].astype(np.float64)).repeat(4, 1) + torch.rand(4, 50, dtype=torch.float64)
+    b = torch.tensor(rng.normal(size=(4, 50)))
+    for k in (1, 7, 50):
+        torch.testing.assert_close(metrics.topk_intersection(a, b, k, ties="expected"),
+                                   metrics.topk_intersection(a, b, k, ties="index"), rtol=0, atol=1e-15)
+    assert metrics.topk_intersection(a, a, 10).tolist() == [1.0] * 4
+    # Extreme ties: constant maps give k/D (every pixel equally likely), identical tied maps too.
+    const = torch.zeros(2, 20)
+    assert metrics.topk_intersection(const, const, 5).tolist() == pytest.approx([5 / 20] * 2)
+    many = _tied_maps(rng, 50, 30)
+    values = metrics.topk_intersection(many, _tied_maps(rng, 50, 30), 9)
+    assert ((values >= 0) & (values <= 1)).all()
+    with pytest.raises(ValueError, match="ties"):
+        metrics.topk_intersection(a, b, 3, ties="random")
+
+
+def test_expected_intersection_hand_made():
+    # a: S = {0}, T = {1, 2, 3} share 1 slot (k = 2); b: S = {1, 4}, no ties.
+    a = torch.tensor([[5.0, 1.0, 1.0, 1.0, 0.0]])
+    b = torch.tensor([[0.0, 3.0, 0.0, 0.0, 2.0]])
+    # E|I| = |S1∩S2| + |T1∩S2|·r1/|T1| = 0 + 1·(1/3).
+    assert metrics.topk_intersection(a, b, 2).item() == pytest.approx(1 / 6)
+    assert metrics.topk_intersection(a, b, 2, ties="index").item() == 0.5   # index takes pixel 1
+    assert metrics.topk_tied_slots(torch.cat([a, b]), 2).tolist() == [1, 0]
+    # A tie group that fits the set exactly is no tie-break: {0, 1, 2} = top-3 of a.
+    assert metrics.topk_tied_slots(torch.tensor([[2.0, 2.0, 2.0, 0.0]]), 3).tolist() == [0]
+    assert metrics.topk_tied_slots(torch.tensor([[2.0, 2.0, 2.0, 0.0]]), 2).tolist() == [2]
+
+
+def test_topk_mask_breaks_ties_by_the_rows_generators():
+    maps = torch.tensor([[3.0, 1.0, 1.0, 1.0, 1.0, 0.0]]).repeat(2, 1)
+    draws = []
+    for seed in range(400):
+        gens = [torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)]
+        mask = metrics.topk_mask(maps, 3, gens)
+        assert mask.sum(1).tolist() == [3.0, 3.0] and mask[:, 0].tolist() == [1.0, 1.0] and mask[:, 5].sum() == 0
+        assert torch.equal(mask[0], mask[1])  # the same generator state gives the same choice
+        draws.append(mask[0, 1:5])
+    # Each of the four tied pixels gets one of the two remaining slots with probability 1/2.
+    share = torch.stack(draws).mean(0)
+    assert torch.all((share - 0.5).abs() < 0.1), share
+    assert metrics.topk_mask(maps[:1], 3).tolist() == [[1.0, 1.0, 1.0, 0.0, 0.0, 0.0]]  # index order

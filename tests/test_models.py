@@ -62,17 +62,35 @@ def test_tf_same_padding_of_strided_conv(size):
     torch.testing.assert_close(conv(x), dense[..., start::2, start::2])
 
 
+def _parameter_count(dataset: str) -> int:
+    """The parameter count of each data set's network, from the architecture in the spec."""
+    if dataset in ("mnist", "fashion_mnist", "digits"):
+        k, c1, c2, hidden, side = (5, 32, 64, 1024, 7) if dataset != "digits" else (3, 16, 32, 64, 2)
+        return (k * k * 1 * c1 + c1) + (k * k * c1 * c2 + c2) + (side * side * c2 * hidden + hidden) + (hidden * 10 + 10)
+    units, classes = (2, 43) if dataset == "gtsrb" else (1, 17)
+    count = 3 * 3 * 3 * 16  # init conv, no bias
+    for cin, cout in ((16, 16), (16, 32), (32, 64)):
+        count += 9 * cin * cout + 9 * cout * cout + (units - 1) * 2 * 9 * cout * cout
+    return count + 64 * classes + classes
+
+
 @pytest.mark.parametrize("dataset", DATASETS)
-def test_build_shapes_and_finite_outputs(dataset):
+def test_build_gives_the_spec_architecture_with_input_dependent_finite_outputs(dataset):
     torch.manual_seed(0)
     spec = dataset_input(dataset)
     model = models.build(dataset)
     assert model.dataset == dataset and model.num_classes == spec["classes"]
+    assert sum(p.numel() for p in model.parameters()) == _parameter_count(dataset)
     x = torch.rand(2, spec["channels"], spec["height"], spec["width"]) * spec["max_value"]
     with torch.no_grad():
         for smooth in (False, True):
             out = model(x, smooth=smooth)
             assert out.shape == (2, spec["classes"]) and torch.isfinite(out).all()
+            assert not torch.allclose(out[0], out[1])  # the logits depend on the image
+        assert not torch.allclose(model(x), model(x, smooth=True), atol=1e-3)
+        # The declared scale invariance holds (ResNets) or does not (CNNs), as the model says.
+        invariant = torch.allclose(model(0.5 * x), model(x), rtol=1e-4, atol=1e-5)
+        assert invariant == type(model).input_scale_invariant
 
 
 def test_build_unknown_dataset_raises_config_error():
@@ -80,20 +98,45 @@ def test_build_unknown_dataset_raises_config_error():
         models.build("cifar")
 
 
-@pytest.mark.parametrize("dataset", ["digits", "gtsrb"])
-def test_smooth_twin_shares_the_weights(dataset):
+def _digits_forward_by_hand(model: models.MnistCNN, x: torch.Tensor, smooth: bool) -> torch.Tensor:
+    """The digits CNN written out from its parameters (3×3 SAME convs, 2×2 max-pools with TF's ceil)."""
+    act = (lambda z: torch.log1p(torch.exp(z))) if smooth else (lambda z: z.clamp_min(0))
+    h = act(F.conv2d(x, model.conv1.weight, model.conv1.bias, padding=1))
+    h = F.max_pool2d(h, 2, 2, ceil_mode=True)
+    h = F.max_pool2d(act(F.conv2d(h, model.conv2.weight, model.conv2.bias, padding=1)), 2, 2, ceil_mode=True)
+    h = act(h.flatten(1) @ model.fc1.weight.T + model.fc1.bias)
+    return h @ model.fc2.weight.T + model.fc2.bias
+
+
+def test_smooth_twin_shares_the_weights_cnn():
     torch.manual_seed(1)
-    spec = dataset_input(dataset)
-    model = models.build(dataset)
-    x = torch.rand(3, spec["channels"], spec["height"], spec["width"]) * spec["max_value"]
+    model = models.build("digits").double()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64)
+    with torch.no_grad():
+        before = model(x), model(x, smooth=True)
+        model.conv1.weight.mul_(1.5)        # one weight change ...
+        model.fc2.bias.add_(0.25)
+        relu_out, smooth_out = model(x), model(x, smooth=True)
+        # ... moves both forwards, each to what a hand-written forward of the new weights gives.
+        assert not torch.allclose(relu_out, before[0]) and not torch.allclose(smooth_out, before[1])
+        torch.testing.assert_close(smooth_out, _digits_forward_by_hand(model, x, smooth=True), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(relu_out, _digits_forward_by_hand(model, x, smooth=False), rtol=1e-12, atol=1e-12)
+
+
+def test_smooth_twin_shares_the_weights_resnet():
+    torch.manual_seed(1)
+    model = models.build("gtsrb").double()
+    x = torch.rand(2, 3, 32, 32, dtype=torch.float64) * 255
     with torch.no_grad():
         relu_out, smooth_out = model(x), model(x, smooth=True)
-        assert not torch.allclose(relu_out, smooth_out, atol=1e-3)
-        kernel = models.decayed_parameters(model)[0]
-        kernel.mul_(1.5)
-        assert not torch.allclose(model(x), relu_out, atol=1e-4)
-        assert not torch.allclose(model(x, smooth=True), smooth_out, atol=1e-4)
-    assert len(list(model.parameters())) == len(model.tf_variables())
+        shift = torch.linspace(-1, 1, 43, dtype=torch.float64)
+        model.logit.bias.add_(shift)  # a change of the last layer moves both forwards by the same amount
+        torch.testing.assert_close(model(x) - relu_out, shift.expand(2, -1), rtol=0, atol=1e-12)
+        torch.testing.assert_close(model(x, smooth=True) - smooth_out, shift.expand(2, -1), rtol=0, atol=1e-12)
+    # Every parameter (and no other tensor) carries the smooth forward: each gets a gradient from it.
+    grads = torch.autograd.grad(model(x, smooth=True).square().sum(), list(model.parameters()))
+    assert all(g.abs().sum() > 0 for g in grads)
+    assert len(grads) == len(model.tf_variables())
 
 
 def test_activations_are_the_reference_ones():

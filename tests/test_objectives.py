@@ -179,6 +179,43 @@ def test_a_few_steps_lower_the_loss(method):
         losses.append(loss.item())
     assert losses[-1] < 0.8 * losses[0], losses
 
+    # Falling CE alone would pass the check above with the regulariser detached, mis-weighted or
+    # missing its double-backward graph. So also check the gradient the optimiser follows (float64,
+    # fixed PGD start): for the CE-only methods it is the central difference of the reported loss;
+    # for the regularised ones (whose IG terms jump where a ReLU switches at a path point, so a
+    # difference quotient is meaningless) it must move linearly and non-trivially with the weight.
+    model, x, y = tiny_problem(torch.float64, seed=3)
+    params = list(model.parameters())
+
+    def grad_and_loss(**extra):
+        s = tiny_settings(method, **extra)
+        loss, _ = objectives.compute_loss(method, model, x, y, s, torch.Generator().manual_seed(0))
+        return torch.cat([g.flatten() for g in torch.autograd.grad(loss, params)]), loss.item()
+
+    if method in ("natural", "madry"):
+        grad, _ = grad_and_loss()
+        direction = torch.randn(grad.shape, generator=torch.Generator().manual_seed(11), dtype=grad.dtype)
+        h, values = 1e-6, []
+        for sign in (1, -1):
+            offset = 0
+            with torch.no_grad():
+                for p in params:
+                    p.add_(sign * h * direction[offset:offset + p.numel()].view_as(p))
+                    offset += p.numel()
+            values.append(grad_and_loss()[1])
+            with torch.no_grad():  # back to the start
+                offset = 0
+                for p in params:
+                    p.sub_(sign * h * direction[offset:offset + p.numel()].view_as(p))
+                    offset += p.numel()
+        assert (values[0] - values[1]) / (2 * h) == pytest.approx(float(grad @ direction), rel=1e-5)
+    else:
+        weight = "beta" if method == "ig_sum_norm" else "lam"
+        fixed = {} if method == "ig_norm" else {"inner_ig_weight": 0.1}  # x′ must not move with the weight
+        g0, g1, g2 = (grad_and_loss(**{weight: w}, **fixed)[0] for w in (0.0, 1.0, 2.0))
+        assert (g1 - g0).norm() > 1e-6 * g0.norm()  # the regulariser does push the weights
+        torch.testing.assert_close(g2 - g1, g1 - g0, rtol=1e-6, atol=1e-9)
+
 
 def test_ig_max_batch_chunks_give_the_same_loss():
     model, x, y = tiny_problem()
@@ -218,8 +255,12 @@ def test_resnet_zero_baseline_shortcut_equals_the_full_path(monkeypatch, method)
         return loss, torch.autograd.grad(loss, list(model.parameters()))
 
     fast, fast_grads = loss_and_grads()
-    monkeypatch.setattr(models, "input_scale_invariant", lambda *a, **k: False)
+    calls = []
+    real = models.scale_invariant_images
+    monkeypatch.setattr(models, "scale_invariant_images",
+                        lambda m, x, s: calls.append(bool(real(m, x, s).all())) or torch.zeros(len(x), dtype=torch.bool))
     full, full_grads = loss_and_grads()
+    assert calls and all(calls)  # the full path was forced where the shortcut would apply
     torch.testing.assert_close(fast, full, rtol=1e-9, atol=1e-12)
     for a, b in zip(fast_grads, full_grads):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)

@@ -28,8 +28,8 @@ from .errors import AttrrobError
 from .outputs import save_npz, write_csv, write_json
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
-                  "mass_center_shift", "linf", "restart", "step", "zero_direction")
-ACCURACY_COLUMNS = ("index", "label", "natural_prediction", "adversarial_prediction")
+                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots")
+ACCURACY_COLUMNS = ("index", "label", "natural_prediction", "adversarial_prediction", "autoattack_prediction")
 METRIC_NAMES = ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift", "linf")
 
 # Memory taken by the tensors autograd keeps is not all of it (temporaries, allocator slack).
@@ -117,9 +117,10 @@ def plan_batches(model: nn.Module, sample: torch.Tensor, ig_steps: int, batch_im
 
 
 def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
+    # A tqdm bar on a terminal, periodic log lines otherwise (attrrob.logs).
+    from .logs import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, enabled, unit="img")
 
 
 def _value_range(dataset: str) -> tuple[float, float, bool]:
@@ -169,15 +170,22 @@ class AccuracyOutcome:
 
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict, *, dataset: str,
                       method: str | None = None, seed: int = 0, progress: bool = True) -> AccuracyOutcome:
-    """Natural accuracy and L∞ PGD (CE, random start) adversarial accuracy on the first
-    `settings["num_examples"]` images. Each batch's random start comes from a generator keyed
-    by (seed, first index of the batch)."""
+    """Natural accuracy, L∞ PGD (CE, random start) adversarial accuracy and, when
+    `settings["autoattack"]`, AutoAttack's APGD-CE + APGD-T adversarial accuracy, all on the same
+    first `settings["num_examples"]` images at the same ε. Each batch's random starts come from
+    streams keyed by (seed, first index of the batch)."""
     device = next(model.parameters()).device
     x, y = _take(x, y, settings.get("num_examples"))
     check_inputs(x, y, dataset)
     lo, hi, _integral = _value_range(dataset)
     batch = max(1, int(settings["batch_size"]))
-    natural, adversarial = [], []
+    eps = float(settings["eps"])
+    use_autoattack = bool(settings.get("autoattack", False))
+    if use_autoattack:
+        from .attacks.autoattack import autoattack
+    classes = int(dataset_input(dataset)["classes"])
+    natural, adversarial, auto = [], [], []
+    pgd_time = auto_time = 0.0
     start_time = time.perf_counter()
     with saliency_attacks.input_gradients_only(model), _progress(len(x), f"accuracy {dataset}", progress) as bar:
         for start in range(0, len(x), batch):
@@ -188,26 +196,55 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
             def loss_fn(x_adv, yb=yb):
                 return F.cross_entropy(model(x_adv), yb, reduction="sum")
 
-            x_adv = pgd(loss_fn, xb, eps=float(settings["eps"]), steps=int(settings["steps"]),
+            t0 = time.perf_counter()
+            x_adv = pgd(loss_fn, xb, eps=eps, steps=int(settings["steps"]),
                         step_size=float(settings["step_size"]), lo=lo, hi=hi, random_start=True,
                         generator=saliency_attacks.image_generator(seed, start, 0))
             with torch.no_grad():
                 adversarial.append(model(x_adv).argmax(1).cpu())
+            t1 = time.perf_counter()
+            pgd_time += t1 - t0
+            if use_autoattack:
+                x_auto = autoattack(model, xb, yb, eps=eps, lo=lo, hi=hi,
+                                    iterations=int(settings["autoattack_iterations"]),
+                                    target_classes=int(settings["autoattack_target_classes"]),
+                                    classes=classes, seed=seed, start=start)
+                with torch.no_grad():
+                    auto.append(model(x_auto).argmax(1).cpu())
+                auto_time += time.perf_counter() - t1
             bar.update(len(xb))
     wall = time.perf_counter() - start_time
     nat, adv, labels = torch.cat(natural), torch.cat(adversarial), y.cpu()
+    aut = torch.cat(auto) if use_autoattack else None
     rows = [{"index": i, "label": int(labels[i]), "natural_prediction": int(nat[i]),
-             "adversarial_prediction": int(adv[i])} for i in range(len(labels))]
+             "adversarial_prediction": int(adv[i]),
+             "autoattack_prediction": int(aut[i]) if aut is not None else None} for i in range(len(labels))]
     summary = {
         "dataset": dataset,
         "method": method,
         "natural_accuracy": metrics.proportion_ci(nat == labels),
         "adversarial_accuracy": metrics.proportion_ci(adv == labels),
+        # null when the setting is off, so readers can rely on the key.
+        "autoattack_accuracy": metrics.proportion_ci(aut == labels) if aut is not None else None,
+        "autoattack": None,
         "settings": {**settings, "seed": seed},
         "wall_time_s": wall,
+        "pgd_wall_time_s": pgd_time,
         "images_per_s": len(labels) / wall if wall > 0 else math.nan,
         "device": _device_name(device),
     }
+    if aut is not None:
+        from .attacks import autoattack as aa
+
+        summary["autoattack"] = {
+            "library": aa.LIBRARY, "version": aa.library_version(), "attacks": list(aa.ATTACKS),
+            "eps": eps, "iterations": int(settings["autoattack_iterations"]),
+            "target_classes": min(int(settings["autoattack_target_classes"]), classes - 1),
+            "random_starts": 1, "initial_step": 2.0 * eps, "wall_time_s": auto_time,
+            # Images PGD left correct that AutoAttack broke, and the other way round (paired).
+            "broken_only_by_autoattack": int(((adv == labels) & (aut != labels)).sum()),
+            "broken_only_by_pgd": int(((adv != labels) & (aut == labels)).sum()),
+        }
     return AccuracyOutcome(rows=rows, summary=summary)
 
 
@@ -225,6 +262,7 @@ class AttackOutcome:
     rows: list[dict]
     summary: dict
     examples: dict[str, np.ndarray] = field(default_factory=dict)
+    trace: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def load_target_mask(path: str | Path, height: int, width: int) -> torch.Tensor:
@@ -268,8 +306,10 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     predictions = _predict(model, x.to(device)).cpu()
     correct = (predictions == y).nonzero().flatten().tolist()
     per_image: dict[int, dict] = {}
+    traces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     examples: dict[str, list] = {k: [] for k in ("indices", "labels", "original", "attacked",
                                                    "saliency_original", "saliency_attacked")}
+    k_metric, ties = int(settings["k_metric"]), settings["ties"]
     with _progress(len(correct), f"{attack} {dataset}", progress) as bar:
         for start in range(0, len(correct), plan.batch_images):
             batch = correct[start:start + plan.batch_images]
@@ -278,11 +318,15 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
             result = saliency_attacks.attack_batch(model, xb, yb, batch, attack, settings, lo=lo, hi=hi,
                                                       integral=integral, seed=seed, target=tb,
                                                       max_rows=plan.max_rows)
-            values = {k: v.cpu() for k, v in result.metrics(int(settings["k_metric"]), height, width).items()}
+            values = {k: v.cpu() for k, v in result.metrics(k_metric, height, width, ties).items()}
+            tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
+            trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
             for row, index in enumerate(batch):
                 per_image[index] = {name: float(values[name][row]) for name in METRIC_NAMES}
                 per_image[index].update(restart=int(result.restart[row]), step=int(result.step[row]),
-                                        zero_direction=int(result.zero_direction[row]))
+                                        zero_direction=int(result.zero_direction[row]),
+                                        topk_tied_slots=int(tied[row]))
+                traces[index] = (trace_tau[row], trace_in[row])
             room = save_examples - len(examples["indices"])
             if room > 0:
                 keep = slice(0, room)
@@ -304,6 +348,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
             rows.append({**row, "status": "skipped_misclassified"})
     attacked = [per_image[i] for i in sorted(per_image)]
     n_zero = sum(r["zero_direction"] for r in attacked)
+    n_tied = sum(r["topk_tied_slots"] > 0 for r in attacked)
     summary = {
         "dataset": dataset,
         "method": method,
@@ -316,27 +361,47 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
         "counts": {"n_total": len(rows), "n_attacked": len(attacked), "n_skipped": len(rows) - len(attacked),
                    "n_zero_direction": n_zero},
         "zero_direction_fraction": n_zero / len(attacked) if attacked else math.nan,
+        "ties": {"mode": ties, "n_with_ties": n_tied,
+                 "share_with_ties": n_tied / len(attacked) if attacked else math.nan},
         "metrics": {name: metrics.mean_ci([r[name] for r in attacked]) for name in METRIC_NAMES},
         "wall_time_s": wall,
         "images_per_s": len(attacked) / wall if wall > 0 else math.nan,
         "device": _device_name(device),
     }
-    arrays: dict[str, np.ndarray] = {}
-    if examples["indices"]:
-        arrays = {
-            "indices": np.asarray(examples["indices"], dtype=np.int64),
-            "labels": np.asarray(examples["labels"], dtype=np.int64),
-            **{k: np.concatenate(examples[k]).astype(np.float32)
-               for k in ("original", "attacked", "saliency_original", "saliency_attacked")},
-            "height": np.int64(height), "width": np.int64(width),
-        }
-    return AttackOutcome(rows=rows, summary=summary, examples=arrays)
+    # Always the same keys (a rule output): with no example kept, arrays of length 0.
+    empty = {"original": (0, *x.shape[1:]), "attacked": (0, *x.shape[1:]),
+             "saliency_original": (0, height * width), "saliency_attacked": (0, height * width)}
+    arrays = {
+        "indices": np.asarray(examples["indices"], dtype=np.int64),
+        "labels": np.asarray(examples["labels"], dtype=np.int64),
+        **{k: (np.concatenate(examples[k]) if examples[k] else np.zeros(shape)).astype(np.float32)
+           for k, shape in empty.items()},
+        "height": np.int64(height), "width": np.int64(width),
+    }
+    return AttackOutcome(rows=rows, summary=summary, examples=arrays,
+                         trace=attack_trace(traces, int(settings["iterations"])))
+
+
+def attack_trace(traces: dict[int, tuple[np.ndarray, np.ndarray]], iterations: int) -> dict[str, np.ndarray]:
+    """The arrays of trace.npz from per-image (kept-τ, kept-IN) curves over t = 0..T, by test index."""
+    order = sorted(traces)
+    columns = iterations + 1
+
+    def stack(part: int) -> np.ndarray:
+        if not order:
+            return np.ones((0, columns), dtype=np.float32)
+        return np.stack([traces[i][part] for i in order]).astype(np.float32)
+
+    return {"indices": np.asarray(order, dtype=np.int64), "iterations": np.arange(columns, dtype=np.int64),
+            "kendall_tau": stack(0), "topk_intersection": stack(1)}
 
 
 def write_attack_outputs(out_dir: str | Path, outcome: AttackOutcome) -> None:
-    """per_example.csv, summary.json and (when examples were kept) examples.npz, each atomically."""
+    """per_example.csv, summary.json, trace.npz and examples.npz, each atomically."""
     out_dir = Path(out_dir)
     write_csv(out_dir / "per_example.csv", ATTACK_COLUMNS, outcome.rows)
     if outcome.examples:
         save_npz(out_dir / "examples.npz", **outcome.examples)
+    if outcome.trace:
+        save_npz(out_dir / "trace.npz", **outcome.trace)
     write_json(out_dir / "summary.json", outcome.summary)

@@ -25,6 +25,7 @@ __all__ = [
     "probability_fn",
     "negative_probability_fn",
     "logit_fn",
+    "LabelledFn",
     "rows_per_call",
     "CPU_INPUT_ELEMENTS_PER_CALL",
 ]
@@ -80,7 +81,7 @@ def _row_gradients(fn: ScalarFn, z: torch.Tensor, create_graph: bool) -> torch.T
 
 def integrated_gradients(fn: ScalarFn, x: torch.Tensor, baseline: torch.Tensor | float, steps: int, *,
                          points: Iterable[int] | None = None, create_graph: bool = False,
-                         max_batch: int | None = None, scale_invariant: bool = False) -> torch.Tensor:
+                         max_batch: int | None = None, scale_invariant: bool | torch.Tensor = False) -> torch.Tensor:
     """Right-Riemann integrated gradients of `fn` along baseline → x.
 
     IG = (x − baseline) ⊙ (1/P) Σ_{k ∈ points} ∇fn(baseline + (k/steps)(x − baseline)),
@@ -92,10 +93,13 @@ def integrated_gradients(fn: ScalarFn, x: torch.Tensor, baseline: torch.Tensor |
     With `create_graph=True` the result is differentiable w.r.t. the parameters inside `fn`
     and w.r.t. `x` and `baseline` when they require grad (double back-propagation).
 
-    `scale_invariant=True` (zero baseline only) is the caller's promise that fn(α·x) = fn(x) at
-    every path point (`models.input_scale_invariant` checks it for a model). Then
-    ∇fn(α·x) = ∇fn(x)/α and IG = x ⊙ ∇fn(x) · (1/P) Σ_{k ∈ points} steps/k, with one gradient
-    instead of P: the same value (H_steps·x ⊙ ∇fn(x) for all points), P times cheaper.
+    `scale_invariant` (zero baseline only): True, or a bool `[N]` mask, is the caller's promise
+    that fn(α·x_i) = fn(x_i) at every path point of the images it marks
+    (`models.scale_invariant_images` gives it for a model). Then ∇fn(α·x) = ∇fn(x)/α and
+    IG = x ⊙ ∇fn(x) · (1/P) Σ_{k ∈ points} steps/k, one gradient instead of P: the same value,
+    P times cheaper. With a mixed mask the marked images take that path and the others the full
+    one; that needs `fn.images(index)` (the factories below have it; without it every image takes
+    the full path).
     """
     if steps < 1:
         raise AttrrobError(f"integrated_gradients: steps must be ≥ 1, got {steps}")
@@ -107,16 +111,41 @@ def integrated_gradients(fn: ScalarFn, x: torch.Tensor, baseline: torch.Tensor |
     if baseline.shape != x.shape:
         raise AttrrobError(f"integrated_gradients: baseline shape {tuple(baseline.shape)} "
                            f"differs from input shape {tuple(x.shape)}")
+    fast = _invariant_rows(scale_invariant, x.shape[0])
+    if fast is not None and fast.any() and torch.any(baseline != 0):
+        raise AttrrobError("integrated_gradients: scale_invariant=True needs a zero baseline")
     # A differentiable IG stays differentiable even when the caller holds torch.no_grad().
     with torch.set_grad_enabled(create_graph or torch.is_grad_enabled()):
-        if scale_invariant:
-            if torch.any(baseline != 0):
-                raise AttrrobError("integrated_gradients: scale_invariant=True needs a zero baseline")
-            if not create_graph:
-                x = x.detach()
-            factor = sum(steps / k for k in points) / len(points)
-            return _row_gradients(fn, x, create_graph) * (factor * x)
-        return _riemann_sum(fn, x, baseline, steps, points, create_graph, max_batch)
+        if fast is None or not fast.any():
+            return _riemann_sum(fn, x, baseline, steps, points, create_graph, max_batch)
+        if fast.all():
+            return _one_gradient(fn, x, steps, points, create_graph)
+        if not hasattr(fn, "images"):  # cannot split the rows of an opaque function: full path, same value
+            return _riemann_sum(fn, x, baseline, steps, points, create_graph, max_batch)
+        rows_fast, rows_full = fast.nonzero().flatten().to(x.device), (~fast).nonzero().flatten().to(x.device)
+        parts = [_one_gradient(fn.images(rows_fast), x[rows_fast], steps, points, create_graph),
+                 _riemann_sum(fn.images(rows_full), x[rows_full], baseline[rows_full], steps, points,
+                              create_graph, max_batch)]
+        order = torch.cat([rows_fast, rows_full])
+        return torch.cat(parts)[torch.argsort(order)]  # indexing keeps the graph to x and θ
+
+
+def _invariant_rows(scale_invariant: bool | torch.Tensor, n: int) -> torch.Tensor | None:
+    """The `scale_invariant` argument as a CPU bool mask `[n]` (None: no image)."""
+    if not torch.is_tensor(scale_invariant):
+        return torch.ones(n, dtype=torch.bool) if scale_invariant else None
+    mask = scale_invariant.detach().to(device="cpu", dtype=torch.bool).reshape(-1)
+    if mask.numel() != n:
+        raise AttrrobError(f"integrated_gradients: scale_invariant mask has {mask.numel()} entries for {n} images")
+    return mask
+
+
+def _one_gradient(fn: ScalarFn, x: torch.Tensor, steps: int, points: list[int], create_graph: bool) -> torch.Tensor:
+    """The zero-baseline IG of a scale-invariant fn: x ⊙ ∇fn(x) · (1/P) Σ steps/k."""
+    if not create_graph:
+        x = x.detach()
+    factor = sum(steps / k for k in points) / len(points)
+    return _row_gradients(fn, x, create_graph) * (factor * x)
 
 
 def _riemann_sum(fn: ScalarFn, x: torch.Tensor, baseline: torch.Tensor, steps: int, points: list[int],
@@ -165,50 +194,62 @@ def _labels_for(y: torch.Tensor, rows: int, device: torch.device) -> torch.Tenso
     return tile_to(y, rows).to(device=device, dtype=torch.long)
 
 
-def cross_entropy_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> ScalarFn:
+class LabelledFn:
+    """A per-row scalar function of a model and per-image labels, z ↦ body(model(z), labels).
+
+    Callable as a `ScalarFn`; `images(index)` is the same function for a subset of the images
+    (their labels), which lets IG send some images down another path (see `scale_invariant`).
+    """
+
+    def __init__(self, body: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], model: nn.Module,
+                 y: torch.Tensor, smooth: bool):
+        self.body, self.model, self.y, self.smooth = body, model, y, smooth
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.body(self.model(z, smooth=self.smooth), _labels_for(self.y, z.shape[0], z.device))
+
+    def images(self, index: torch.Tensor) -> "LabelledFn":
+        return LabelledFn(self.body, self.model, self.y[index.to(self.y.device)], self.smooth)
+
+
+def _cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    p_true = F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return -torch.log(p_true.clamp(PROBABILITY_FLOOR, 1.0))
+
+
+def _probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+
+
+def _negative_probability(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    probs = F.softmax(logits, dim=1)
+    others = probs.detach().scatter(1, labels[:, None], float("-inf"))
+    return probs.gather(1, others.argmax(1)[:, None]).squeeze(1)
+
+
+def _logit(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, labels[:, None]).squeeze(1)
+
+
+def cross_entropy_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> LabelledFn:
     """z ↦ −log clip(softmax(model(z))_y, 1e-10, 1) per row (the reference code's hand-written CE)."""
-
-    def fn(z: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(model(z, smooth=smooth), dim=1)
-        labels = _labels_for(y, z.shape[0], z.device)
-        p_true = probs.gather(1, labels[:, None]).squeeze(1)
-        return -torch.log(p_true.clamp(PROBABILITY_FLOOR, 1.0))
-
-    return fn
+    return LabelledFn(_cross_entropy, model, y, smooth)
 
 
-def probability_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> ScalarFn:
+def probability_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> LabelledFn:
     """z ↦ softmax(model(z))_y per row."""
-
-    def fn(z: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(model(z, smooth=smooth), dim=1)
-        return probs.gather(1, _labels_for(y, z.shape[0], z.device)[:, None]).squeeze(1)
-
-    return fn
+    return LabelledFn(_probability, model, y, smooth)
 
 
-def negative_probability_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> ScalarFn:
+def negative_probability_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> LabelledFn:
     """z ↦ p_n(z) with n = argmax_{j≠y} p_j(z), the most confusing class, chosen anew for every row.
 
     Equals the reference's top-2 trick (take the top class unless it is y, else the second),
     ties included (lowest index first).
     """
-
-    def fn(z: torch.Tensor) -> torch.Tensor:
-        probs = F.softmax(model(z, smooth=smooth), dim=1)
-        labels = _labels_for(y, z.shape[0], z.device)
-        others = probs.detach().scatter(1, labels[:, None], float("-inf"))
-        negative = others.argmax(1)
-        return probs.gather(1, negative[:, None]).squeeze(1)
-
-    return fn
+    return LabelledFn(_negative_probability, model, y, smooth)
 
 
-def logit_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> ScalarFn:
+def logit_fn(model: nn.Module, y: torch.Tensor, smooth: bool = False) -> LabelledFn:
     """z ↦ model(z)_y per row (the evaluation saliency's function)."""
-
-    def fn(z: torch.Tensor) -> torch.Tensor:
-        logits = model(z, smooth=smooth)
-        return logits.gather(1, _labels_for(y, z.shape[0], z.device)[:, None]).squeeze(1)
-
-    return fn
+    return LabelledFn(_logit, model, y, smooth)

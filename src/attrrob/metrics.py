@@ -6,7 +6,8 @@ Each metric equals its reference definition exactly:
   is O(D log² D) time and O(N·D) memory: a 16,384-pixel Flower map costs milliseconds, not the
   O(D²) pair matrix.
 - `spearman_rho` is scipy.stats.spearmanr (Pearson correlation of average ranks).
-- `topk_intersection` is RAR's |topK(a) ∩ topK(b)| / k on argsort indices.
+- `topk_intersection` is RAR's |topK(a) ∩ topK(b)| / k; where the k-th value is tied, the
+  expected value under uniform random tie-breaking (closed form, default) or lowest index first.
 Counts are accumulated in int64 and ratios in float64, so results do not depend on the map dtype.
 """
 
@@ -17,6 +18,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
+
+from .config import TIES_MODES
 
 
 def _as_batch(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -29,25 +32,77 @@ def _as_batch(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Ten
     return a, b
 
 
-def _top_indices(maps: torch.Tensor, k: int) -> torch.Tensor:
-    # A stable descending sort makes ties resolve by pixel index, so results are deterministic.
-    return torch.sort(maps, dim=1, descending=True, stable=True).indices[:, :k]
+def _top_indices(maps: torch.Tensor, k: int, generators=None) -> torch.Tensor:
+    if generators is None:
+        # A stable descending sort resolves ties by pixel index.
+        return torch.sort(maps, dim=1, descending=True, stable=True).indices[:, :k]
+    if len(generators) != maps.shape[0]:
+        raise ValueError(f"{len(generators)} generators for {maps.shape[0]} maps")
+    # Shuffle each row by its own generator, then sort stably: equal values keep the shuffled
+    # order, so the k-th value's ties are taken uniformly at random.
+    shuffle = torch.stack([torch.randperm(maps.shape[1], generator=g) for g in generators]).to(maps.device)
+    shuffled = torch.gather(maps, 1, shuffle)
+    order = torch.sort(shuffled, dim=1, descending=True, stable=True).indices[:, :k]
+    return torch.gather(shuffle, 1, order)
 
 
-def topk_mask(maps: torch.Tensor, k: int) -> torch.Tensor:
-    """0/1 float mask `[N, D]` of each row's k largest entries."""
+def topk_mask(maps: torch.Tensor, k: int, generators=None) -> torch.Tensor:
+    """0/1 float mask `[N, D]` of each row's k largest entries.
+
+    Ties at the k-th value go to the lowest pixel index, or, with one `torch.Generator` per row
+    in `generators`, to a uniformly random choice among the tied pixels (the attack's mask).
+    """
     maps, _ = _as_batch(maps)
+    _check_k(maps, k)
+    mask = torch.zeros_like(maps)
+    return mask.scatter_(1, _top_indices(maps, k, generators), 1.0)
+
+
+def _check_k(maps: torch.Tensor, k: int) -> None:
     if not 1 <= k <= maps.shape[1]:
         raise ValueError(f"k={k} must be in [1, {maps.shape[1]}]")
-    mask = torch.zeros_like(maps)
-    return mask.scatter_(1, _top_indices(maps, k), 1.0)
 
 
-def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """Fraction of the top-k pixels of `a` that are also among the top-k of `b` (float64 `[N]`)."""
+def topk_membership(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """P(pixel in the top-k set) under uniform random tie-breaking (float64 `[N, D]`).
+
+    With S the pixels strictly above the k-th value and T the pixels equal to it, r = k − |S|
+    slots go to T: a pixel of S has probability 1, one of T r/|T|, any other 0.
+    """
+    maps, _ = _as_batch(maps)
+    _check_k(maps, k)
+    kth = torch.topk(maps, k, dim=1).values[:, -1:]
+    above, tied = maps > kth, maps == kth
+    slots = k - above.sum(1, keepdim=True)
+    share = slots.to(torch.float64) / tied.sum(1, keepdim=True).to(torch.float64)
+    return torch.where(above, 1.0, torch.where(tied, share, 0.0)).to(torch.float64)
+
+
+def topk_tied_slots(maps: torch.Tensor, k: int) -> torch.Tensor:
+    """Slots of each row's top-k set that a tie-break fills (int64 `[N]`): r = k − |S| when the
+    k-th value is shared with pixels left out of the set (|S| + |T| > k), else 0."""
+    maps, _ = _as_batch(maps)
+    _check_k(maps, k)
+    kth = torch.topk(maps, k, dim=1).values[:, -1:]
+    above, tied = (maps > kth).sum(1), (maps == kth).sum(1)
+    return torch.where(above + tied > k, k - above, torch.zeros_like(above))
+
+
+def topk_intersection(a: torch.Tensor, b: torch.Tensor, k: int, ties: str = "expected") -> torch.Tensor:
+    """Fraction of the top-k pixels of `a` that are also among the top-k of `b` (float64 `[N]`).
+
+    `ties="expected"` (spec default): the expected intersection under uniform random
+    tie-breaking of both sets, in closed form, Σ_pixels P(in top-k of a)·P(in top-k of b) / k;
+    equal to RAR's |topK(a) ∩ topK(b)| / k whenever neither set has ties. `ties="index"`: both
+    sets take tied pixels by lowest index.
+    """
     a, b = _as_batch(a, b)
-    both = topk_mask(a, k) * topk_mask(b, k)
-    return both.sum(dim=1, dtype=torch.float64) / k
+    if ties == "expected":
+        return (topk_membership(a, k) * topk_membership(b, k)).sum(dim=1) / k
+    if ties == "index":
+        both = topk_mask(a, k) * topk_mask(b, k)
+        return both.sum(dim=1, dtype=torch.float64) / k
+    raise ValueError(f"ties must be one of {', '.join(TIES_MODES)}, got {ties!r}")
 
 
 def _tied_pairs(sorted_rows: torch.Tensor, new_group: torch.Tensor) -> torch.Tensor:

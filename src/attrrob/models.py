@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import activations
 from .config import dataset_input
 from .errors import AttrrobError, ConfigError
 
@@ -32,6 +33,7 @@ __all__ = [
     "load_tf_weights",
     "decayed_parameters",
     "input_scale_invariant",
+    "scale_invariant_images",
 ]
 
 LEAK = 0.1
@@ -120,6 +122,9 @@ class MnistCNN(nn.Module):
     (std 0.1, cut at 2 std) for kernels, 0.1 for biases. smooth=True: softplus activations.
     """
 
+    # Biases and ReLUs: model(α·x) ≠ model(x), so zero-baseline IG needs every path point.
+    input_scale_invariant = False
+
     def __init__(self, *, in_channels: int = 1, height: int = 28, width: int = 28,
                  channels: tuple[int, int] = (32, 64), kernel_size: int = 5, hidden: int = 1024,
                  classes: int = 10, dataset: str = "mnist", generator: torch.Generator | None = None):
@@ -137,7 +142,7 @@ class MnistCNN(nn.Module):
             nn.init.constant_(layer.bias, 0.1)
 
     def forward(self, x: torch.Tensor, smooth: bool = False) -> torch.Tensor:
-        act = F.softplus if smooth else F.relu
+        act = activations.softplus if smooth else F.relu  # log1p-free on a CPU (attrrob.activations)
         h = _max_pool_2x2_same(act(self.conv1(x)))
         h = _max_pool_2x2_same(act(self.conv2(h)))
         h = act(self.fc1(h.flatten(1)))
@@ -189,7 +194,13 @@ class RarResNet(nn.Module):
     `units_per_stage` units each) → act → global average pool → FC. Activation: leaky ReLU 0.1;
     smooth=True: 0.1x + 0.9·softplus(x). Init as TF: conv N(0, √(2/(k·k·out))), FC uniform unit
     scaling U[±√(3/fan_in)], bias 0.
+
+    `input_scale_invariant`: the first op, per-image standardisation, makes model(α·x) = model(x)
+    for α > 0 as long as the scaled image's standard deviation stays above TF's floor 1/√N;
+    `scale_invariant_images` says for which images of a batch that holds on a zero-baseline path.
     """
+
+    input_scale_invariant = True
 
     FILTERS = (16, 16, 32, 64)
     STRIDES = (1, 2, 2)
@@ -217,6 +228,17 @@ class RarResNet(nn.Module):
         bound = math.sqrt(3.0 / f[3])
         nn.init.uniform_(self.logit.weight, -bound, bound, generator=generator)
         nn.init.zeros_(self.logit.bias)
+
+    def scale_invariant_images(self, x: torch.Tensor, min_scale: float) -> torch.Tensor:
+        """Per image (bool `[N]`): model(α·x) = model(x) for every α in [`min_scale`, 1].
+
+        Holds where α²·var(x) ≥ 1/N for α = `min_scale` (the floor of the standardisation never
+        applies on the path); a near-constant image fails it and takes the full IG path.
+        """
+        flat = x.detach().flatten(1).double()
+        variance = flat.var(1, unbiased=False)
+        # A relative margin keeps float32 rounding of the scaled path points on the safe side.
+        return min_scale * min_scale * variance * flat.shape[1] >= 1.0 + 1e-4
 
     def _convs(self) -> dict[str, TfConv2d]:
         convs = {"input/init_conv": self.init_conv}
@@ -309,17 +331,20 @@ def decayed_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [param for param, layout in model.tf_variables().values() if layout != "bias"]
 
 
-def input_scale_invariant(model: nn.Module, x: torch.Tensor, min_scale: float) -> bool:
-    """True when model(α·x) = model(x) for every α ≥ `min_scale` and every image of `x`.
+def scale_invariant_images(model: nn.Module, x: torch.Tensor, min_scale: float) -> torch.Tensor:
+    """Per image of `x` (bool `[N]`, on x's device): model(α·x_i) = model(x_i) for every α in
+    [`min_scale`, 1], so its zero-baseline IG needs one gradient instead of one per path point
+    (`ig.integrated_gradients(..., scale_invariant=mask)`; `min_scale` = 1/steps).
 
-    That holds for the ResNets, whose first op is per-image standardisation, as long as the
-    scaled image's standard deviation stays above TF's floor 1/√N (α²·var(x) ≥ 1/N); then a
-    zero-baseline IG needs one gradient instead of one per path point (see
-    `ig.integrated_gradients(..., scale_invariant=True)`). False for the CNNs.
+    A model declares the property with a class attribute `input_scale_invariant = True` and a
+    method `scale_invariant_images(x, min_scale)` for the per-image condition (the ResNets);
+    every other module (the CNNs, test nets) gets all False.
     """
-    if not isinstance(model, RarResNet):
-        return False
-    flat = x.detach().flatten(1).double()
-    variance = flat.var(1, unbiased=False)
-    # A relative margin keeps float32 rounding of the scaled path points on the safe side.
-    return bool(torch.all(min_scale * min_scale * variance * flat.shape[1] >= 1.0 + 1e-4))
+    if not getattr(model, "input_scale_invariant", False):
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return model.scale_invariant_images(x, min_scale).to(device=x.device, dtype=torch.bool)
+
+
+def input_scale_invariant(model: nn.Module, x: torch.Tensor, min_scale: float) -> bool:
+    """True when `scale_invariant_images` holds for every image of `x` (the whole-batch question)."""
+    return bool(scale_invariant_images(model, x, min_scale).all()) if x.shape[0] else False

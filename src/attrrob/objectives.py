@@ -55,12 +55,12 @@ def _zero_baseline_ig(fn, model, x: Tensor, settings: Mapping) -> Tensor:
     """m-point IG of `fn` from a zero baseline, differentiable in θ.
 
     The ResNets start with per-image standardisation, so fn(α·x) = fn(x) at every path point
-    (spec, "Code facts"): then one gradient gives the same IG as m of them.
+    (spec, "Code facts") of every image whose scaled copies stay above the standardisation's
+    floor: those take one gradient instead of m (same IG), the others the full path.
     """
     m = settings["m"]
-    if models.input_scale_invariant(model, x, 1.0 / m):
-        return ig.integrated_gradients(fn, x, 0.0, m, create_graph=True, scale_invariant=True)
-    return _full_ig(fn, x, torch.zeros_like(x), settings)
+    return ig.integrated_gradients(fn, x, 0.0, m, create_graph=True, max_batch=rows_per_ig_call(settings, x),
+                                   scale_invariant=models.scale_invariant_images(model, x, 1.0 / m))
 
 
 # ---- inner maximisation losses: each returns loss_fn(x′) -> 0-dim, to be maximised ----

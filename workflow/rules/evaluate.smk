@@ -19,6 +19,7 @@ rule evaluate_accuracy:
         gpu=GPU_PER_JOB,
         mem_mb=RESOURCES["evaluate"]["mem_mb"],
         runtime=RESOURCES["evaluate"]["runtime"],
+        slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
         config=HYPERPARAMETERS_FILE,
         device=config["device"],
@@ -28,7 +29,8 @@ rule evaluate_accuracy:
     shell:
         "attrrob evaluate-accuracy --model {input.model} --data {input.data}"
         " --dataset {wildcards.dataset} --out {params.out} --config {params.config}"
-        " {params.examples} --device {params.device} --no-progress > {log} 2>&1"
+        " {params.examples} --device {params.device} --threads {threads} --no-progress"
+        " > {log} 2>&1"
 
 
 rule evaluate_attack:
@@ -39,6 +41,7 @@ rule evaluate_attack:
         summary="results/{dataset}/{method}/attack_{attack}/summary.json",
         per_example="results/{dataset}/{method}/attack_{attack}/per_example.csv",
         examples="results/{dataset}/{method}/attack_{attack}/examples.npz",
+        trace="results/{dataset}/{method}/attack_{attack}/trace.npz",
     log:
         "logs/evaluate_attack/{dataset}/{method}/{attack}.log",
     benchmark:
@@ -50,6 +53,7 @@ rule evaluate_attack:
         gpu=GPU_PER_JOB,
         mem_mb=RESOURCES["evaluate"]["mem_mb"],
         runtime=RESOURCES["evaluate"]["runtime"],
+        slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
         config=HYPERPARAMETERS_FILE,
         device=config["device"],
@@ -61,5 +65,6 @@ rule evaluate_attack:
         "attrrob evaluate --model {input.model} --data {input.data}"
         " --dataset {wildcards.dataset} --attack {wildcards.attack} --out {params.out}"
         " --config {params.config} {params.examples}"
-        " --save-examples {params.save_examples} --device {params.device} --no-progress"
+        " --save-examples {params.save_examples} --device {params.device}"
+        " --threads {threads} --no-progress"
         " > {log} 2>&1"

@@ -1,27 +1,37 @@
 """Attribution attacks (Ghorbani et al., as run by RAR's `ig_attack.py`), batched over images.
 
-Every attack is the same walk; only the step direction differs:
+Every attack is the same walk; only the step direction differs. Per image and run:
 
+    x̃ = x
     for t = 1..iterations:
-        d   = direction(x̃)                        # per attack, see below
-        x̃   = project(sign_step(x̃, d, α), x, ε, lo, hi, integral)   # attrrob.attacks.pgd pieces
-        criterion = 1 if the real network's label changed, else Kendall τ-b(map(x), map(x̃))
-        keep x̃ if criterion < best so far          # strict: the first of equal iterates wins
+        d  = step_direction(x̃)                      # per attack (below), then the zero-direction policy
+        x̃  = project(sign_step(x̃, d, α), x, ε, lo, hi, integral)      # attrrob.attacks.pgd
+        c  = walk_criterion(label kept?, τ-b(map(x), map(x̃)))         # 1 where the label changed
+        keep x̃ if accepted(c, kept c)                # strictly lower: the first of equal iterates wins
+        stop if walk_finished(...)                    # a deterministic direction at an unmoved iterate
+    keep the run with the lowest kept criterion       # `combine_runs`: the first run among equals
+
+Each piece is a named function below (`step_direction`, `resolve_zero_directions`,
+`walk_criterion`, `accepted`, `walk_finished`, `walk`, `combine_runs`); step and projection are
+`attrrob.attacks.pgd`'s.
 
 Directions (−∇ of a loss on the *surrogate* (smooth) network's saliency map, sign taken by
 `sign_step`; the gradient flows through the IG path z_i = (i/n)·x̃ and its (x̃ − 0) factor by
 double back-propagation, i.e. exactly Σ_i (i/n)·(−∇_i) of the reference plus the factor):
 - `topk`:        loss = surrogate saliency mass on the original real map's top-`k_attack` pixels
-                 (computed as minus the mass off them, see `SaliencyObjective`);
-- `mass_center`: loss = −‖centre(surrogate map(x̃)) − centre(real map(x))‖₂ (push the centre away);
+                 (written as minus the mass off them, see `SaliencyObjective`); ties at the k-th
+                 value are broken by the image's own seeded generator, not by pixel index;
+- `mass_center`: loss = −‖c(x̃) − c₀‖², c = the surrogate map's mass centre and c₀ = c(x)
+                 truncated to integers (RAR's `ig_attack.py`);
 - `targeted`:    loss = −surrogate saliency mass on a target mask (raise it there);
 - `random`:      d = uniform random signs (no gradient).
 
 An all-zero direction (the top-k mask covering the map's whole support makes the top-k loss
 constant) is flagged per image; `zero_direction="random_sign"` then steps along seeded random
-signs, `"stay"` keeps the exact mathematics (no move). All randomness of image i comes from its
-own generator keyed by (seed, test index, restart), so a batch of one gives the same per-image
-result as any batch. Saliency maps are those of `attrrob.ig` (IG of the true-class
+signs, `"stay"` keeps the exact mathematics (no move). The random attack makes
+`random_restarts` runs, the others `restarts` (they are deterministic). All randomness of image
+i comes from its own generators keyed by (seed, test index, stream), so a batch of one gives the
+same per-image result as any batch. Saliency maps are those of `attrrob.ig` (IG of the true-class
 logit from a zero baseline, Σ_c|·|, normalised to sum H·W).
 """
 
@@ -29,41 +39,55 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import metrics
-from ..ig import integrated_gradients, logit_fn, saliency_map
-from ..models import input_scale_invariant
 from ..config import ATTACKS, ZERO_DIRECTION_MODES
 from ..errors import ConfigError
+from ..ig import integrated_gradients, logit_fn, saliency_map
+from ..models import scale_invariant_images
 from .pgd import project, sign_step
 
 __all__ = [
+    "AttackProblem",
     "AttackResult",
     "SaliencyObjective",
+    "WalkRun",
+    "accepted",
     "attack_batch",
+    "attack_objective",
+    "combine_runs",
     "default_target_masks",
     "image_generator",
     "input_gradients_only",
+    "number_of_runs",
+    "prepare_attack",
     "real_saliency",
+    "resolve_zero_directions",
+    "step_direction",
     "surrogate_objective_gradient",
+    "surrogate_saliency",
+    "walk",
+    "walk_criterion",
+    "walk_finished",
 ]
 
-# A loss on surrogate maps `[N, H*W]` → `[N]`, to be *decreased* by the walk.
-MapObjective = Callable[[torch.Tensor], torch.Tensor]
+# Generator streams of an image besides its runs' (run numbers stay far below them).
+_TARGET_STREAM = 1 << 20     # the default targeted-attack mask
+_MASK_STREAM = _TARGET_STREAM + 1   # the tie-break of the top-k attack's mask
 
 
-# Generator stream of the default targeted-attack mask (restart numbers stay far below it).
-_TARGET_STREAM = 1 << 20
+# ----------------------------------------------------------------------------- objectives
 
 
 @dataclass(frozen=True)
 class SaliencyObjective:
-    """The loss of a gradient attack with its per-image constant (a mask or a centre), `[N, ...]`."""
+    """The loss of a gradient attack on surrogate maps `[N, H*W]` → `[N]`, to be *decreased*,
+    with its per-image constant `[N, ...]` (a mask or a centre)."""
 
     attack: str
     constant: torch.Tensor
@@ -75,49 +99,22 @@ class SaliencyObjective:
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
         if self.attack == "topk":
-            # −(mass off the mask) = (mass on the mask) − H·W: the same gradient, but written so
-            # that it is *exactly* zero when the mask covers the map's support (pixels off the
-            # support contribute exact zeros), so that case is detected instead of stepping
-            # along rounding noise.
+            # −(mass off the mask) = (mass on the mask) − H·W: the same gradient in exact
+            # arithmetic, but this form is *exactly* zero when the mask covers the map's support
+            # (pixels off the support contribute exact zeros), so that case is detected instead
+            # of stepping along the rounding noise that the mass-on-mask form leaves there
+            # (tests/test_attacks_saliency.py shows both).
             return -(maps * (1.0 - self.constant)).sum(1)
         if self.attack == "targeted":
             return -(maps * self.constant).sum(1)
         shift = metrics.mass_center(maps, self.height, self.width) - self.constant
-        return -torch.linalg.vector_norm(shift, dim=1)
+        return -(shift * shift).sum(1)
 
 
-@dataclass
-class AttackResult:
-    """Per-image outcome of an attack on a batch (tensors on the attack's device, first dim N)."""
-
-    x_kept: torch.Tensor            # kept iterate (the original where no iterate scored below 1)
-    map_original: torch.Tensor      # real-network saliency of x                       [N, H*W]
-    map_kept: torch.Tensor          # real-network saliency of x_kept                  [N, H*W]
-    kendall_tau: torch.Tensor       # τ-b(map_original, map_kept); 1 where not improved (float64)
-    improved: torch.Tensor          # some eligible iterate scored τ < 1               (bool)
-    restart: torch.Tensor           # restart of the kept iterate (0 where not improved) (int64)
-    step: torch.Tensor              # iteration of the kept iterate (0 = the original)   (int64)
-    zero_direction: torch.Tensor    # the direction was exactly zero at some iteration  (bool)
-    linf: torch.Tensor              # max |x_kept − x| per image                       (float64)
-
-    def metrics(self, k_metric: int, height: int, width: int) -> dict[str, torch.Tensor]:
-        """The paper's metrics on the kept iterate; IN = ρ = τ = 1 where nothing was kept (RAR)."""
-        keep = self.improved
-        one = torch.ones_like(self.kendall_tau)
-        shift = metrics.mass_center_shift(self.map_original, self.map_kept, height, width).double()
-        return {
-            "topk_intersection": torch.where(
-                keep, metrics.topk_intersection(self.map_original, self.map_kept, k_metric), one),
-            "kendall_tau": torch.where(keep, self.kendall_tau, one),
-            "spearman_rho": torch.where(keep, metrics.spearman_rho(self.map_original, self.map_kept), one),
-            "mass_center_shift": torch.where(keep, shift, torch.zeros_like(shift)),
-            "linf": self.linf,
-        }
-
-
-def image_generator(seed: int, index: int, restart: int) -> torch.Generator:
-    """A CPU generator owned by one test image and restart (independent of batching)."""
-    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(restart)]).generate_state(2)
+def image_generator(seed: int, index: int, stream: int) -> torch.Generator:
+    """A CPU generator owned by one test image and stream (a run, or `_TARGET_STREAM`/`_MASK_STREAM`),
+    independent of batching."""
+    state = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(index), int(stream)]).generate_state(2)
     generator = torch.Generator()
     generator.manual_seed(int(state[0]) << 31 ^ int(state[1]))
     return generator
@@ -128,34 +125,59 @@ def _random_signs(generators: Sequence[torch.Generator], shape: Sequence[int], d
     return torch.stack(signs).to(device=device, dtype=dtype)
 
 
-def real_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int,
-                  max_rows: int | None = None) -> torch.Tensor:
-    """The evaluation saliency map `[N, H*W]` of the real (ReLU) network."""
-    ig = integrated_gradients(logit_fn(model, y), x.detach(), 0.0, ig_steps, max_batch=max_rows,
-                              scale_invariant=input_scale_invariant(model, x, 1.0 / ig_steps))
+def _saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int, max_rows: int | None,
+              smooth: bool) -> torch.Tensor:
+    x = x.detach()
+    ig = integrated_gradients(logit_fn(model, y, smooth=smooth), x, 0.0, ig_steps, max_batch=max_rows,
+                              scale_invariant=scale_invariant_images(model, x, 1.0 / ig_steps))
     return saliency_map(ig).detach()
 
 
+def real_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int,
+                  max_rows: int | None = None) -> torch.Tensor:
+    """The evaluation saliency map `[N, H*W]` of the real (ReLU) network."""
+    return _saliency(model, x, y, ig_steps, max_rows, smooth=False)
+
+
+def surrogate_saliency(model: nn.Module, x: torch.Tensor, y: torch.Tensor, ig_steps: int,
+                       max_rows: int | None = None) -> torch.Tensor:
+    """The saliency map `[N, H*W]` of the smooth surrogate (the map the attack differentiates)."""
+    return _saliency(model, x, y, ig_steps, max_rows, smooth=True)
+
+
 def surrogate_objective_gradient(model: nn.Module, x_tilde: torch.Tensor, y: torch.Tensor,
-                                 objective: MapObjective, ig_steps: int,
+                                 objective: SaliencyObjective, ig_steps: int,
                                  max_rows: int | None = None) -> torch.Tensor:
     """d/dx̃ Σ_images objective(surrogate saliency map(x̃)), through the whole IG path.
 
-    When all N·ig_steps path rows fit in `max_rows`, one differentiable IG pass. Otherwise the
-    loss is linearised in the IG: with U = ∂loss/∂IG at the full IG (a first, graph-free pass),
-    d loss/dx̃ = Σ_chunks (|chunk|/n) · d⟨U, IG_chunk(x̃)⟩/dx̃, each chunk's graph freed before
-    the next, so memory is bounded by one chunk while the result is the same derivative.
+    The objective is a sum of per-image terms, so images may be differentiated apart: those on
+    which the model is scale invariant (`models.scale_invariant_images`: the ResNets'
+    standardisation) take one differentiable gradient each, the others the full path.
     """
-    fn = logit_fn(model, y, smooth=True)
     x_tilde = x_tilde.detach()
+    fast = scale_invariant_images(model, x_tilde, 1.0 / ig_steps)
+    if bool(fast.all()) or not bool(fast.any()):
+        return _objective_gradient(model, x_tilde, y, objective, ig_steps, max_rows, bool(fast.all()))
+    grad = torch.empty_like(x_tilde)
+    for rows, invariant in ((fast.nonzero().flatten(), True), ((~fast).nonzero().flatten(), False)):
+        grad[rows] = _objective_gradient(model, x_tilde[rows], y[rows], objective.rows(rows), ig_steps,
+                                         max_rows, invariant)
+    return grad
+
+
+def _objective_gradient(model: nn.Module, x_tilde: torch.Tensor, y: torch.Tensor, objective: SaliencyObjective,
+                        ig_steps: int, max_rows: int | None, invariant: bool) -> torch.Tensor:
+    """When all N·ig_steps path rows fit in `max_rows` (or one row per image does, `invariant`),
+    one differentiable IG pass. Otherwise the loss is linearised in the IG: with U = ∂loss/∂IG
+    at the full IG (a first, graph-free pass), d loss/dx̃ = Σ_chunks (|chunk|/n) ·
+    d⟨U, IG_chunk(x̃)⟩/dx̃, each chunk's graph freed before the next, so memory is bounded by one
+    chunk while the result is the same derivative."""
+    fn = logit_fn(model, y, smooth=True)
     n_images = x_tilde.shape[0]
-    # The ResNets' per-image standardisation makes the path points' gradients scaled copies of
-    # one another: one differentiable gradient per image gives the same IG (and its derivative).
-    scale_invariant = input_scale_invariant(model, x_tilde, 1.0 / ig_steps)
     with torch.enable_grad():
-        if scale_invariant or not max_rows or n_images * ig_steps <= max_rows:
-            leaf = x_tilde.requires_grad_(True)
-            ig = integrated_gradients(fn, leaf, 0.0, ig_steps, create_graph=True, scale_invariant=scale_invariant)
+        if invariant or not max_rows or n_images * ig_steps <= max_rows:
+            leaf = x_tilde.detach().requires_grad_(True)
+            ig = integrated_gradients(fn, leaf, 0.0, ig_steps, create_graph=True, scale_invariant=invariant)
             (grad,) = torch.autograd.grad(objective(saliency_map(ig)).sum(), leaf)
             return grad
         full_ig = integrated_gradients(fn, x_tilde, 0.0, ig_steps, max_batch=max_rows).requires_grad_(True)
@@ -175,7 +197,7 @@ def surrogate_objective_gradient(model: nn.Module, x_tilde: torch.Tensor, y: tor
 def default_target_masks(indices: Sequence[int], height: int, width: int, k: int, seed: int) -> torch.Tensor:
     """Default target of the targeted attack: per image, a square of ⌈√k⌉² pixels (clipped to the
     image) at a position drawn uniformly by the image's own generator (on a stream of its own,
-    apart from the walk's restarts). Returns `[N, H*W]` 0/1 float masks."""
+    apart from the walk's runs). Returns `[N, H*W]` 0/1 float masks."""
     side = min(int(np.ceil(np.sqrt(k))), height, width)
     masks = torch.zeros(len(indices), height, width)
     for row, index in enumerate(indices):
@@ -186,15 +208,29 @@ def default_target_masks(indices: Sequence[int], height: int, width: int, k: int
     return masks.flatten(1)
 
 
-def _objective(attack: str, map_original: torch.Tensor, settings: dict, height: int, width: int,
-               target: torch.Tensor | None) -> SaliencyObjective | None:
+def attack_mask_generators(seed: int, indices: Sequence[int]) -> list[torch.Generator]:
+    """The generators that break ties in the top-k attack's mask, one per image."""
+    return [image_generator(seed, int(i), _MASK_STREAM) for i in indices]
+
+
+def attack_objective(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, map_original: torch.Tensor,
+                     settings: dict, *, indices: Sequence[int], seed: int, target: torch.Tensor | None,
+                     max_rows: int | None = None) -> SaliencyObjective | None:
+    """The loss a gradient attack decreases, with its per-image constant; None for `random`."""
+    _, _, height, width = x.shape
     if attack == "topk":
-        return SaliencyObjective(attack, metrics.topk_mask(map_original, int(settings["k_attack"])), height, width)
+        mask = metrics.topk_mask(map_original, int(settings["k_attack"]), attack_mask_generators(seed, indices))
+        return SaliencyObjective(attack, mask, height, width)
     if attack == "mass_center":
-        return SaliencyObjective(attack, metrics.mass_center(map_original, height, width), height, width)
+        # RAR: the reference point is the surrogate's own centre at x, cast to int (truncation).
+        centre = metrics.mass_center(surrogate_saliency(model, x, y, int(settings["ig_steps"]), max_rows),
+                                     height, width)
+        return SaliencyObjective(attack, torch.trunc(centre), height, width)
     if attack == "targeted":
-        return SaliencyObjective(attack, target, height, width)
-    return None  # random: no objective
+        if target is None:
+            target = default_target_masks(indices, height, width, int(settings["k_attack"]), seed)
+        return SaliencyObjective(attack, target.to(device=x.device, dtype=x.dtype), height, width)
+    return None
 
 
 @contextlib.contextmanager
@@ -210,98 +246,253 @@ def input_gradients_only(model: nn.Module):
             p.requires_grad_(flag)
 
 
+# ----------------------------------------------------------------------------- the walk's pieces
+
+
+@dataclass(frozen=True)
+class AttackProblem:
+    """Everything a walk needs that does not change while walking (tensors on the attack's device)."""
+
+    model: nn.Module
+    x: torch.Tensor                       # the original images                      [N, C, H, W]
+    y: torch.Tensor                       # their (correctly predicted) labels        [N]
+    indices: tuple[int, ...]              # their test indices (keys of their generators)
+    attack: str
+    objective: SaliencyObjective | None   # None: the random attack
+    map_original: torch.Tensor            # real-network saliency of x               [N, H*W]
+    eps: float
+    step_size: float
+    iterations: int
+    ig_steps: int
+    zero_direction: str
+    k_metric: int
+    ties: str
+    lo: float
+    hi: float
+    integral: bool
+    seed: int
+    max_rows: int | None
+
+
+def number_of_runs(attack: str, settings: dict) -> int:
+    """Runs (restarts) of an attack: `random_restarts` for the random attack, whose runs differ;
+    `restarts` for the deterministic ones."""
+    key = "random_restarts" if attack == "random" else "restarts"
+    if key not in settings:
+        raise ConfigError(f"attack settings lack '{key}' (the {attack} attack's number of runs)")
+    return max(1, int(settings[key]))
+
+
+def prepare_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], attack: str,
+                   settings: dict, *, lo: float, hi: float, integral: bool, seed: int = 0,
+                   target: torch.Tensor | None = None, max_rows: int | None = None) -> AttackProblem:
+    """Check the settings, compute the original maps and the objective."""
+    if attack not in ATTACKS:
+        raise ConfigError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
+    zero_mode = settings["zero_direction"]
+    if zero_mode not in ZERO_DIRECTION_MODES:
+        raise ConfigError(f"attack.zero_direction: expected one of {', '.join(ZERO_DIRECTION_MODES)}, got {zero_mode!r}")
+    ties = settings["ties"]
+    if ties not in metrics.TIES_MODES:
+        raise ConfigError(f"attack.ties: expected one of {', '.join(metrics.TIES_MODES)}, got {ties!r}")
+    x, y = x.detach(), y.to(x.device)
+    indices = tuple(int(i) for i in indices)
+    if len(indices) != x.shape[0]:
+        raise ValueError(f"attack_batch: {len(indices)} indices for {x.shape[0]} images")
+    ig_steps = int(settings["ig_steps"])
+    map_original = real_saliency(model, x, y, ig_steps, max_rows)
+    objective = attack_objective(attack, model, x, y, map_original, settings, indices=indices, seed=seed,
+                                 target=target, max_rows=max_rows)
+    return AttackProblem(model=model, x=x, y=y, indices=indices, attack=attack, objective=objective,
+                         map_original=map_original, eps=float(settings["eps"]),
+                         step_size=float(settings["step_size"]), iterations=int(settings["iterations"]),
+                         ig_steps=ig_steps, zero_direction=zero_mode, k_metric=int(settings["k_metric"]),
+                         ties=ties, lo=lo, hi=hi, integral=integral, seed=seed, max_rows=max_rows)
+
+
+def resolve_zero_directions(direction: torch.Tensor, generators: Sequence[torch.Generator],
+                            mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The zero-direction policy: flag the images whose direction is exactly zero (bool `[N]`);
+    with `mode="random_sign"` they step along random signs from their generators instead,
+    with `"stay"` they keep the zero direction (no move)."""
+    zero = direction.flatten(1).eq(0).all(1)
+    if mode == "random_sign" and bool(zero.any()):
+        rows = zero.nonzero().flatten().tolist()
+        direction = direction.clone()
+        direction[zero] = _random_signs([generators[r] for r in rows], direction.shape[1:], direction.device,
+                                        direction.dtype)
+    return direction, zero
+
+
+def step_direction(problem: AttackProblem, x_tilde: torch.Tensor, rows: torch.Tensor,
+                   generators: Sequence[torch.Generator]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The direction (its sign is taken by the step) and the zero flag of images `rows` at x̃."""
+    if problem.objective is None:  # random attack: fresh noise, never a zero direction
+        direction = _random_signs(generators, x_tilde.shape[1:], x_tilde.device, x_tilde.dtype)
+        return direction, torch.zeros(len(generators), dtype=torch.bool, device=x_tilde.device)
+    direction = -surrogate_objective_gradient(problem.model, x_tilde, problem.y[rows], problem.objective.rows(rows),
+                                              problem.ig_steps, problem.max_rows)
+    return resolve_zero_directions(direction, generators, problem.zero_direction)
+
+
+def walk_criterion(label_kept: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """The criterion of an iterate: Kendall's τ-b with the original map where the real network's
+    label is unchanged, 1 where it changed (such an iterate is not eligible; the walk goes on)."""
+    return torch.where(label_kept, tau, torch.ones_like(tau))
+
+
+def accepted(criterion: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """The acceptance rule: an iterate replaces the kept one when its criterion is strictly lower
+    (so the first of equal iterates stays, and a NaN τ of a constant map is never kept)."""
+    return criterion < kept
+
+
+def walk_finished(moved: torch.Tensor, zero: torch.Tensor, attack: str, zero_mode: str) -> torch.Tensor:
+    """The early stop: an iterate that did not move was already scored, and a deterministic
+    direction at an unmoved iterate repeats forever, so that image's walk is over. Not so for the
+    random attack (fresh noise every step) or a random-sign step that happened to move nothing."""
+    if attack == "random":
+        return torch.zeros_like(moved)
+    if zero_mode == "random_sign":
+        return ~moved & ~zero
+    return ~moved
+
+
+def _score(problem: AttackProblem, x_tilde: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Criterion and real-network map of iterates x̃ of images `rows`."""
+    y = problem.y[rows]
+    with torch.no_grad():
+        label_kept = problem.model(x_tilde).argmax(1) == y
+    maps = real_saliency(problem.model, x_tilde, y, problem.ig_steps, problem.max_rows)
+    return walk_criterion(label_kept, metrics.kendall_tau_b(problem.map_original[rows], maps)), maps
+
+
+@dataclass
+class WalkRun:
+    """The outcome of one run (restart) per image (first dim N, on the attack's device)."""
+
+    x_kept: torch.Tensor            # kept iterate (the original where none was accepted)
+    map_kept: torch.Tensor          # its real-network map
+    criterion: torch.Tensor         # its criterion (1 where none was accepted)        float64
+    step: torch.Tensor              # its iteration (0 = the original)                 int64
+    zero_direction: torch.Tensor    # the direction was exactly zero at some iteration bool
+    trace_criterion: torch.Tensor   # kept criterion after t = 0..T iterations  [N, T+1] float64
+    trace_intersection: torch.Tensor  # IN (k_metric, ties) of that kept iterate [N, T+1] float64
+
+
+def walk(problem: AttackProblem, run: int) -> WalkRun:
+    """One run of the walk for every image of the problem, with its generators of stream `run`."""
+    x, n, device = problem.x, len(problem.indices), problem.x.device
+    generators = [image_generator(problem.seed, i, run) for i in problem.indices]
+    x_kept, map_kept = x.clone(), problem.map_original.clone()
+    criterion = torch.ones(n, dtype=torch.float64, device=device)
+    intersection = torch.ones(n, dtype=torch.float64, device=device)
+    kept_step = torch.zeros(n, dtype=torch.int64, device=device)
+    zero_flag = torch.zeros(n, dtype=torch.bool, device=device)
+    trace_criterion = torch.ones(n, problem.iterations + 1, dtype=torch.float64, device=device)
+    trace_intersection = torch.ones_like(trace_criterion)
+    x_tilde = x.clone()
+    active = torch.arange(n, device=device)
+    for step in range(1, problem.iterations + 1):
+        if active.numel():
+            xa = x_tilde[active]
+            direction, zero = step_direction(problem, xa, active, [generators[i] for i in active.tolist()])
+            zero_flag[active[zero]] = True
+            x_new = project(sign_step(xa, direction, problem.step_size), x[active], problem.eps, problem.lo,
+                            problem.hi, problem.integral)
+            moved = (x_new != xa).flatten(1).any(1)
+            x_tilde[active] = x_new
+            scored = active[moved]  # an unmoved iterate was scored already
+            if scored.numel():
+                values, maps = _score(problem, x_tilde[scored], scored)
+                better = accepted(values, criterion[scored])
+                chosen = scored[better]
+                criterion[chosen] = values[better]
+                x_kept[chosen] = x_tilde[chosen]
+                map_kept[chosen] = maps[better]
+                kept_step[chosen] = step
+                # IN only changes with the kept iterate: computed for the accepted rows only.
+                intersection[chosen] = metrics.topk_intersection(problem.map_original[chosen], maps[better],
+                                                                 problem.k_metric, problem.ties)
+            active = active[~walk_finished(moved, zero, problem.attack, problem.zero_direction)]
+        trace_criterion[:, step] = criterion
+        trace_intersection[:, step] = intersection
+    return WalkRun(x_kept=x_kept, map_kept=map_kept, criterion=criterion, step=kept_step, zero_direction=zero_flag,
+                   trace_criterion=trace_criterion, trace_intersection=trace_intersection)
+
+
+@dataclass
+class AttackResult:
+    """Per-image outcome of an attack on a batch (tensors on the attack's device, first dim N)."""
+
+    x_kept: torch.Tensor            # kept iterate (the original where no iterate scored below 1)
+    map_original: torch.Tensor      # real-network saliency of x                       [N, H*W]
+    map_kept: torch.Tensor          # real-network saliency of x_kept                  [N, H*W]
+    kendall_tau: torch.Tensor       # τ-b(map_original, map_kept); 1 where not improved (float64)
+    improved: torch.Tensor          # some eligible iterate scored τ < 1               (bool)
+    restart: torch.Tensor           # run of the kept iterate (0 where not improved)   (int64)
+    step: torch.Tensor              # iteration of the kept iterate (0 = the original)   (int64)
+    zero_direction: torch.Tensor    # the direction was exactly zero at some iteration of some run (bool)
+    linf: torch.Tensor              # max |x_kept − x| per image                       (float64)
+    trace_kendall_tau: torch.Tensor         # best-over-runs kept criterion after t iterations [N, T+1]
+    trace_topk_intersection: torch.Tensor   # IN of that kept iterate (the run's ties mode)   [N, T+1]
+
+    def metrics(self, k_metric: int, height: int, width: int, ties: str = "expected") -> dict[str, torch.Tensor]:
+        """The paper's metrics on the kept iterate; IN = ρ = τ = 1 where nothing was kept (RAR)."""
+        keep = self.improved
+        one = torch.ones_like(self.kendall_tau)
+        shift = metrics.mass_center_shift(self.map_original, self.map_kept, height, width).double()
+        return {
+            "topk_intersection": torch.where(
+                keep, metrics.topk_intersection(self.map_original, self.map_kept, k_metric, ties), one),
+            "kendall_tau": torch.where(keep, self.kendall_tau, one),
+            "spearman_rho": torch.where(keep, metrics.spearman_rho(self.map_original, self.map_kept), one),
+            "mass_center_shift": torch.where(keep, shift, torch.zeros_like(shift)),
+            "linf": self.linf,
+        }
+
+
+def _first_min(values: torch.Tensor) -> torch.Tensor:
+    """Index of the first minimum along dim 0 (the earliest run among equals)."""
+    lowest = values.min(0, keepdim=True).values
+    first = torch.arange(values.shape[0], device=values.device).view(-1, *([1] * (values.dim() - 1)))
+    return torch.where(values == lowest, first, values.shape[0]).min(0).values
+
+
+def combine_runs(problem: AttackProblem, runs: Sequence[WalkRun]) -> AttackResult:
+    """Per image, the run with the lowest kept criterion (the earliest among equals), and per
+    iteration t the best over runs of their kept criteria after t iterations (the trace)."""
+    n = len(problem.indices)
+    rows = torch.arange(n, device=problem.x.device)
+    best = _first_min(torch.stack([r.criterion for r in runs]))
+
+    def pick(name: str) -> torch.Tensor:
+        return torch.stack([getattr(r, name) for r in runs])[best, rows]
+
+    trace = torch.stack([r.trace_criterion for r in runs])                 # [R, N, T+1]
+    best_t = _first_min(trace)                                             # [N, T+1]
+    trace_in = torch.stack([r.trace_intersection for r in runs]).gather(0, best_t.unsqueeze(0)).squeeze(0)
+    x_kept, criterion = pick("x_kept"), pick("criterion")
+    improved = criterion < 1.0
+    return AttackResult(x_kept=x_kept, map_original=problem.map_original, map_kept=pick("map_kept"),
+                        kendall_tau=criterion, improved=improved, restart=torch.where(improved, best, 0),
+                        step=pick("step"), zero_direction=torch.stack([r.zero_direction for r in runs]).any(0),
+                        linf=(x_kept - problem.x).flatten(1).abs().amax(1).double(),
+                        trace_kendall_tau=trace.min(0).values, trace_topk_intersection=trace_in)
+
+
 def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], attack: str,
                  settings: dict, *, lo: float, hi: float, integral: bool, seed: int = 0,
                  target: torch.Tensor | None = None, max_rows: int | None = None) -> AttackResult:
     """Attack a batch of correctly classified images `x` `[N, C, H, W]` (labels `y`, test `indices`).
 
     `settings` is `attrrob.config.attack_settings(...)`: eps, step_size, iterations, k_attack,
-    ig_steps, restarts, zero_direction. `target` `[N, H*W]` is the targeted attack's mask
-    (default `default_target_masks`). `max_rows` bounds the path rows per IG call (memory).
+    k_metric, ig_steps, restarts, random_restarts, zero_direction, ties. `target` `[N, H*W]` is
+    the targeted attack's mask (default `default_target_masks`). `max_rows` bounds the path rows
+    per IG call (memory).
     """
     with input_gradients_only(model):
-        return _attack_batch(model, x, y, indices, attack, settings, lo=lo, hi=hi, integral=integral,
-                             seed=seed, target=target, max_rows=max_rows)
-
-
-def _attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], attack: str,
-                  settings: dict, *, lo: float, hi: float, integral: bool, seed: int,
-                  target: torch.Tensor | None, max_rows: int | None) -> AttackResult:
-    if attack not in ATTACKS:
-        raise ConfigError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
-    zero_mode = settings["zero_direction"]
-    if zero_mode not in ZERO_DIRECTION_MODES:
-        raise ConfigError(f"attack.zero_direction: expected one of {', '.join(ZERO_DIRECTION_MODES)}, got {zero_mode!r}")
-    eps, alpha = float(settings["eps"]), float(settings["step_size"])
-    iterations, ig_steps = int(settings["iterations"]), int(settings["ig_steps"])
-    restarts = max(1, int(settings["restarts"]))
-    x, y = x.detach(), y.to(x.device)
-    n, _, height, width = x.shape
-    indices = [int(i) for i in indices]
-    if len(indices) != n:
-        raise ValueError(f"attack_batch: {len(indices)} indices for {n} images")
-
-    map_original = real_saliency(model, x, y, ig_steps, max_rows)
-    if attack == "targeted":
-        target = (default_target_masks(indices, height, width, int(settings["k_attack"]), seed)
-                  if target is None else target)
-        target = target.to(device=x.device, dtype=x.dtype)
-    objective = _objective(attack, map_original, settings, height, width, target)
-
-    best_x = x.clone()
-    best_map = map_original.clone()
-    best_tau = torch.ones(n, dtype=torch.float64, device=x.device)
-    best_restart = torch.zeros(n, dtype=torch.int64, device=x.device)
-    best_step = torch.zeros(n, dtype=torch.int64, device=x.device)
-    zero_flag = torch.zeros(n, dtype=torch.bool, device=x.device)
-
-    for restart in range(restarts):
-        generators = [image_generator(seed, i, restart) for i in indices]
-        x_tilde = x.clone()
-        active = torch.arange(n, device=x.device)
-        for step in range(1, iterations + 1):
-            if active.numel() == 0:
-                break
-            xa, ya = x_tilde[active], y[active]
-            gens = [generators[i] for i in active.tolist()]
-            if objective is None:
-                direction = _random_signs(gens, xa.shape[1:], x.device, x.dtype)
-                zero = torch.zeros(len(gens), dtype=torch.bool, device=x.device)
-            else:
-                direction = -surrogate_objective_gradient(model, xa, ya, objective.rows(active), ig_steps, max_rows)
-                zero = direction.flatten(1).eq(0).all(1)
-                zero_flag[active[zero]] = True
-                if zero_mode == "random_sign" and bool(zero.any()):
-                    rows = zero.nonzero().flatten().tolist()
-                    direction[zero] = _random_signs([gens[r] for r in rows], xa.shape[1:], x.device, x.dtype)
-            x_new = project(sign_step(xa, direction, alpha), x[active], eps, lo, hi, integral)
-            moved = (x_new != xa).flatten(1).any(1)
-            x_tilde[active] = x_new
-            # An iterate that did not move was already scored; a deterministic direction at an
-            # unmoved iterate repeats forever, so that image's walk is finished.
-            if objective is None:
-                finished = torch.zeros_like(moved)  # fresh noise each step: never a fixed point
-            elif zero_mode == "random_sign":
-                finished = ~moved & ~zero  # a random step that moved nothing is no fixed point
-            else:
-                finished = ~moved
-            scored = active[moved]
-            if scored.numel():
-                xs, ys = x_tilde[scored], y[scored]
-                with torch.no_grad():
-                    still_correct = model(xs).argmax(1) == ys
-                maps = real_saliency(model, xs, ys, ig_steps, max_rows)
-                tau = metrics.kendall_tau_b(map_original[scored], maps)
-                criterion = torch.where(still_correct, tau, torch.ones_like(tau))
-                better = criterion < best_tau[scored]
-                chosen = scored[better]
-                best_tau[chosen] = criterion[better]
-                best_x[chosen] = xs[better]
-                best_map[chosen] = maps[better]
-                best_restart[chosen] = restart
-                best_step[chosen] = step
-            active = active[~finished]
-
-    return AttackResult(x_kept=best_x, map_original=map_original, map_kept=best_map, kendall_tau=best_tau,
-                        improved=best_tau < 1.0, restart=best_restart, step=best_step, zero_direction=zero_flag,
-                        linf=(best_x - x).flatten(1).abs().amax(1).double())
+        problem = prepare_attack(model, x, y, indices, attack, settings, lo=lo, hi=hi, integral=integral,
+                                 seed=seed, target=target, max_rows=max_rows)
+        runs = [walk(problem, run) for run in range(number_of_runs(attack, settings))]
+        return combine_runs(problem, runs)

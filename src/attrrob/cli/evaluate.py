@@ -7,13 +7,15 @@ from pathlib import Path
 
 from .. import config
 from ..errors import AttrrobError, one_line_errors
-from .common import add_run_options, add_settings_options, held_device, overrides_from
+from .common import (add_run_options, add_settings_options, ci_text, held_device, load_split, num_examples_option,
+                     overrides_from, resolve_num_examples, start_run, torch_threads)
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
 measure how much they move: top-k intersection, Kendall's tau-b, Spearman's rho, mass-centre shift, and
-the L-inf size of the kept perturbation. Writes OUT/per_example.csv, OUT/summary.json and, with
---save-examples K > 0, OUT/examples.npz (original and attacked images and both saliency maps of the
-first K attacked images), all atomically."""
+the L-inf size of the kept perturbation. Writes OUT/per_example.csv, OUT/summary.json,
+OUT/trace.npz (per image and iteration: tau and IN of the kept iterate) and OUT/examples.npz
+(original and attacked images and both saliency maps of the first K = --save-examples attacked
+images; empty arrays for K = 0), all atomically."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack", required=True, choices=config.ATTACKS)
     p.add_argument("--out", type=Path, required=True, help="output directory")
     add_settings_options(p, "attack", "zero_direction=stay")
-    p.add_argument("--num-examples", type=int, default=None, help="first N test images (overrides the config)")
+    p.add_argument("--num-examples", type=num_examples_option, default=None, metavar="N|all",
+                   help="first N test images, or all of them (overrides the config; more than the test set "
+                        "holds is an error)")
     p.add_argument("--batch-images", type=int, default=None,
                    help="most images attacked together (1 = per-image mode; same results)")
     p.add_argument("--memory-budget-gb", type=float, default=None,
@@ -46,24 +50,38 @@ def main(argv: list[str] | None = None) -> dict:
         raise AttrrobError(f"--batch-images must be ≥ 1, got {args.batch_images}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
         raise AttrrobError(f"--memory-budget-gb must be positive, got {args.memory_budget_gb}")
+    if args.save_examples < 0:
+        raise AttrrobError(f"--save-examples must be ≥ 0, got {args.save_examples}")
+    if args.target is not None and args.attack != "targeted":
+        raise AttrrobError("--target is only used by the targeted attack; drop it or use --attack targeted")
+    log = start_run(args, "evaluate")
 
     from ..checkpoint import load_model
-    from ..data import load_prepared
     from ..evaluation import evaluate_attack, load_target_mask, write_attack_outputs
 
     spec = config.dataset_input(args.dataset)
     target = None if args.target is None else load_target_mask(args.target, spec["height"], spec["width"])
     with held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
-        x, y = load_prepared(args.data, "test")
+        x, y = load_split(args.data, "test", args.dataset, log)
+        resolve_num_examples(settings, len(x), args.data)
+        log.info("evaluate %s attack on %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
+                 args.attack, args.dataset, meta["method"], args.model, meta["step"],
+                 config.settings_digest(settings), device, torch_threads(), settings["num_examples"])
         outcome = evaluate_attack(
             model, x, y, args.attack, settings, dataset=args.dataset, method=meta["method"], seed=args.seed,
             target=target, batch_images=args.batch_images,
             memory_budget_bytes=None if args.memory_budget_gb is None else int(args.memory_budget_gb * (1 << 30)),
-            save_examples=max(0, args.save_examples), progress=not args.no_progress)
+            save_examples=args.save_examples, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
         write_attack_outputs(args.out, outcome)
-        return outcome.summary
+        summary = outcome.summary
+        counts, found = summary["counts"], summary["metrics"]
+        log.info("done: %d of %d images attacked (%d misclassified skipped); %s; %.2f images/s; wrote %s",
+                 counts["n_attacked"], counts["n_total"], counts["n_skipped"],
+                 "; ".join(f"{name} {ci_text(value)}" for name, value in found.items()),
+                 summary["images_per_s"], args.out)
+        return summary
 
 
 if __name__ == "__main__":
