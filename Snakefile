@@ -7,15 +7,46 @@
 # A --configfile overrides config/config.yaml key by key; the result is validated against
 # workflow/schemas/config.schema.yaml (unknown keys are errors, missing keys get defaults).
 
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+try:
+    from attrrob import config as attrrob_config
+    from attrrob.errors import ConfigError
+except ImportError:  # Snakemake without the package: the jobs still check everything
+    attrrob_config = None
+
+
+# A config mistake stops here with one line naming the file and key (sys.exit prints it), not
+# a traceback or Snakemake's dump of the whole schema. The files are checked before the
+# `configfile:` directive reads config/config.yaml (a YAML error or an empty file there is named).
+# Snakemake itself reads the --configfile files even earlier: a YAML syntax error or an empty
+# file among them stops it with its own message (README, "Configuration").
+if attrrob_config is not None:
+    try:
+        attrrob_config.check_workflow_files(
+            ["config/config.yaml", *workflow.overwrite_configfiles]
+        )
+    except ConfigError as exc:
+        sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 
 
 configfile: "config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+if attrrob_config is not None:
+    problem = attrrob_config.schema_problem(config, SCHEMA)
+    if problem:
+        sys.exit(f"attrrob: error: workflow config: {problem} (see {SCHEMA})")
+
+
+validate(config, SCHEMA)
 
 
 report: "workflow/report/workflow.rst"

@@ -105,3 +105,104 @@ def test_inner_weight_is_tied_to_the_methods_own_weight_unless_set():
     assert s["inner_ig_weight"] == 2.0 and inner_ig_weight(s) == 2.0
     with pytest.raises(ConfigError, match="inner_ig_weight: expected a number or null"):
         config.train_settings("mnist", "sarkar", None, {"inner_ig_weight": "big"})
+
+
+# ---------------------------------------------------------------- one registry, one set of limits
+
+from pathlib import Path  # noqa: E402
+
+from attrrob import registry  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _schema():
+    return yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+
+def test_every_list_of_names_agrees_with_the_registry():
+    from attrrob import objectives, report
+    from attrrob.data import sources
+
+    schema = _schema()
+    defs = schema["$defs"]
+    lists = {
+        "defaults.yaml datasets": tuple(config._defaults()),
+        "data.sources.DATASETS": tuple(sources.DATASETS),
+        "schema $defs.dataset": tuple(defs["dataset"]["enum"]),
+        "report.DATASET_NAMES": tuple(report.DATASET_NAMES),
+    }
+    for where, names in lists.items():
+        assert names == registry.DATASETS, f"{where} disagrees with registry.DATASETS"
+    methods = {
+        "objectives.OBJECTIVES": tuple(objectives.OBJECTIVES),
+        "schema $defs.method": tuple(defs["method"]["enum"]),
+        "schema hyperparameters train groups": tuple(
+            schema["properties"]["hyperparameters"]["additionalProperties"]["properties"]["train"]
+            ["propertyNames"]["enum"])[1:],
+        "config.METHODS": config.METHODS,
+        "report.METHOD_NAMES": tuple(report.METHOD_NAMES),
+        "workflow default methods": tuple(schema["properties"]["methods"]["default"]),
+    }
+    for name in registry.DATASETS:
+        methods[f"defaults.yaml {name}.train"] = tuple(k for k in config._defaults()[name]["train"] if k != "common")
+    for where, names in methods.items():
+        assert names == registry.METHODS, f"{where} disagrees with registry.METHODS"
+    assert tuple(defs["attack"]["enum"]) == registry.ATTACKS == config.ATTACKS
+    assert tuple(schema["properties"]) == registry.WORKFLOW_KEYS
+
+
+def test_schema_limits_mirror_the_package_limits():
+    defs = _schema()["$defs"]
+    for section, limits in config.LIMITS.items():
+        in_schema = defs[f"{section}_settings"]["properties"]
+        assert in_schema == limits, f"schema $defs.{section}_settings disagrees with config.LIMITS[{section!r}]"
+
+
+def test_limits_cover_every_numeric_or_choice_default():
+    """A new setting in defaults.yaml without a limit would skip value validation."""
+    unbounded = {"train": {"lr_schedule"}, "accuracy": {"autoattack"}, "attack": set(), "prepare": set()}
+    for name, body in config._defaults().items():
+        sections = {"train": body["train"]["common"], **{s: body.get(s, {}) for s in ("accuracy", "attack", "prepare")}}
+        for section, values in sections.items():
+            missing = set(values) - set(config.LIMITS[section]) - unbounded[section]
+            assert not missing, f"{name}.{section}: no limit for {sorted(missing)} in config.LIMITS"
+
+
+@pytest.mark.parametrize("section, key, good, bad", [
+    ("attack", "eps", 0.0, -0.1), ("attack", "step_size", 1e-3, 0.0), ("attack", "iterations", 1, 0),
+    ("attack", "restarts", 1, 0), ("attack", "random_restarts", 1, 0), ("attack", "ties", "index", "random"),
+    ("accuracy", "steps", 1, 0), ("train", "pgd_step_size", 1e-3, 0.0), ("train", "pgd_steps", 0, -1),
+    ("prepare", "test_fraction", 0.5, 1.0),
+])
+def test_limits_accept_the_boundary_and_refuse_beyond_it(section, key, good, bad):
+    config.check_value(section, key, good, "x")
+    with pytest.raises(ConfigError, match=f"x: (must be|expected one of).*got {bad!r}"):
+        config.check_value(section, key, bad, "x")
+
+
+def test_k_is_at_most_the_pixel_count_and_all_is_a_count():
+    assert config.attack_settings("digits", overrides={"k_attack": 64})["k_attack"] == 64
+    with pytest.raises(ConfigError, match=r"digits.attack.k_attack: must be ≤ 64"):
+        config.attack_settings("digits", overrides={"k_attack": 65})
+    assert config.attack_settings("digits", overrides={"num_examples": "all"})["num_examples"] == "all"
+    with pytest.raises(ConfigError, match="--set num_examples: must be ≥ 1, got 0"):
+        config.accuracy_settings("digits", overrides={"num_examples": 0})
+
+
+def test_unknown_top_level_key_of_a_cli_config_is_an_error(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("hyperparamters:\n  digits: {attack: {iterations: 3}}\n")
+    with pytest.raises(ConfigError, match=r"typo.yaml: unknown top-level key 'hyperparamters'"):
+        config.attack_settings("digits", path)
+
+
+def test_workflow_files_and_schema_problems_are_one_line(tmp_path):
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="empty.yaml is empty"):
+        config.check_workflow_files([empty])
+    problem = config.schema_problem({"hyperparameters": {"digits": {"attack": {"eps": -1}}}},
+                                    REPO / "workflow/schemas/config.schema.yaml")
+    assert problem.startswith("hyperparameters.digits.attack.eps:") and "\n" not in problem
+    assert config.schema_problem({}, REPO / "workflow/schemas/config.schema.yaml") is None

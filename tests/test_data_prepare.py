@@ -181,7 +181,7 @@ def test_prepare_cli_one_line_errors(tmp_path, capsys):
         prepare_cli.main(["--dataset", "digits", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "d.npz"),
                           "--set", "test_fraction=1.5"])
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "digits.prepare.test_fraction" in err
+    assert err.count("\n") == 1 and "test_fraction" in err and "1.5" in err
     prepare_cli.main(["--dataset", "digits", "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "d.npz"),
                       "--set", "test_fraction=0.5"])
     assert json.loads((tmp_path / "d.json").read_text())["counts"]["test"] == 899

@@ -171,8 +171,8 @@ def test_cli_trains_resumes_and_honours_overrides(tmp_path, digits_npz, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["m=4" if a == "m=2" else a for a in argv])
     assert exc.value.code == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "other settings (m: 2 -> 4)" in err
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("attrrob: error:")]
+    assert len(errors) == 1 and "other settings (m: 2 -> 4)" in errors[0]
 
 
 def test_python_dash_m_entry_point_and_missing_data(tmp_path):
@@ -185,3 +185,55 @@ def test_python_dash_m_entry_point_and_missing_data(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "absent.npz does not exist" in proc.stderr and "attrrob prepare" in proc.stderr
+
+
+def test_a_finished_model_of_other_settings_is_kept_unless_forced(tmp_path):
+    x, y = data()
+    out = tmp_path / "o"
+    training.train(settings("natural", steps=2), x, y, out, checkpoint_dir=tmp_path / "c1", progress=False)
+    before = (out / "model.pt").read_bytes()
+    with pytest.raises(AttrrobError, match=r"model.pt holds a finished model of other settings \(eps: 0\.1 -> 0\.2\); "
+                                           r".*--force"):
+        training.train(settings("natural", steps=2, eps=0.2), x, y, out, checkpoint_dir=tmp_path / "c2",
+                       progress=False)
+    assert (out / "model.pt").read_bytes() == before
+    # A longer run of the same settings is an extension, not a conflict.
+    training.train(settings("natural", steps=3), x, y, out, checkpoint_dir=tmp_path / "c1", progress=False)
+    forced = training.train(settings("natural", steps=2, eps=0.2), x, y, out, checkpoint_dir=tmp_path / "c1",
+                            progress=False, force=True)
+    assert forced["resumed_from_step"] is None and forced["settings"]["eps"] == 0.2  # afresh, both ignored
+    assert checkpoint.load_model(out / "model.pt")[1]["config"]["eps"] == 0.2
+
+
+def test_the_log_says_what_happened_without_a_terminal(tmp_path, caplog):
+    import logging
+
+    x, y = data()
+    s = settings("madry", steps=6, checkpoint_every=3)
+    with caplog.at_level(logging.INFO, logger="attrrob"):
+        training.train(s, x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c", progress=False)
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"settings {config.settings_digest(s)}, device cpu, threads {torch.get_num_threads()}" in text
+    progress = [r.getMessage() for r in caplog.records if " step: " in r.getMessage()]
+    assert len(progress) == 6  # each tenth of 6 steps is a step
+    assert "digits/madry step: 3/6 steps (50%), ce " in progress[2] and "examples/s" in progress[2] \
+        and "ETA" in progress[2]
+    assert text.count("checkpoint ") == 2 and "written at step 6" in text
+    assert "done digits/madry: step 6, ce " in text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="attrrob"):
+        training.train(settings("madry", steps=8, checkpoint_every=3), x, y, tmp_path / "o",
+                       checkpoint_dir=tmp_path / "c", progress=False)
+    assert "resumed from checkpoint" in caplog.text and "at step 6" in caplog.text
+
+
+def test_threads_option_sets_torch_threads(tmp_path, digits_npz):
+    from attrrob.cli import train as cli
+
+    before = torch.get_num_threads()
+    try:
+        cli.main(["--dataset", "digits", "--method", "natural", "--data", str(digits_npz), "--out",
+                  str(tmp_path / "o"), "--device", "cpu", "--steps", "1", "--threads", "1", "--no-progress"])
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

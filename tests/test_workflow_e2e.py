@@ -75,7 +75,9 @@ def quickstart(tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e")
     repo = copy_workflow(base / "repo")
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["workflow"].update(configfile="config/quickstart.yaml", cores=2)
+    # A fresh clone's `dvc repro` must run the quickstart, never the paper grid (README, DVC).
+    assert params["workflow"]["configfile"] == "config/quickstart.yaml"
+    params["workflow"].update(cores=2)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     git(repo, "init", "-q")
     git(repo, "add", "-A")
@@ -165,3 +167,71 @@ def test_fresh_clone_pulls_instead_of_recomputing(quickstart):
     assert not (clone / "reports/digits.html").exists()
     assert not (clone / "reports/digits.ipynb").exists()
     assert (clone / "logs/report/digits.ipynb").is_file()  # the executed notebook, for debugging
+
+
+def test_after_kill_9_of_snakemake_unlock_then_the_profile_rerun_resumes(tmp_path):
+    """README, "After a crash": Snakemake killed mid-training leaves a lock; `--unlock`, then the
+    same command with the profile, finishes the run and the training resumes from its checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    work = copy_workflow(tmp_path / "crash")
+    config = work / "config/crash.yaml"
+    body = yaml.safe_load((work / "config/quickstart.yaml").read_text())
+    body["methods"] = ["madry"]
+    body["hyperparameters"]["digits"]["train"]["common"].update(steps=600, checkpoint_every=50)
+    config.write_text(yaml.safe_dump(body))
+    target = "results/digits/madry/model.pt"
+    args = [tool("snakemake"), "--cores", "1", target, "--configfile", "config/crash.yaml"]
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    checkpoint = work / "checkpoints/digits/madry/latest.pt"
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert checkpoint.exists() and proc.poll() is None, "training did not reach its first checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its job, as a crash would
+    proc.wait()
+    assert not (work / target).exists()
+
+    # What a user meets without the README: the same command refuses the incomplete files, the
+    # profile's --rerun-incomplete then meets the stale lock.
+    again = snakemake(work, *args[1:])
+    assert again.returncode != 0 and "Incomplete files" in again.stdout + again.stderr
+    with_profile = [target, "--profile", "workflow/profiles/default", "--cores", "2", "--configfile",
+                    "config/crash.yaml"]
+    locked = snakemake(work, *with_profile)
+    assert locked.returncode != 0 and "LockException" in locked.stdout + locked.stderr
+    # The README's two commands.
+    unlock = snakemake(work, "all", "--unlock", "--configfile", "config/crash.yaml")
+    assert unlock.returncode == 0, unlock.stdout + unlock.stderr
+    rerun = snakemake(work, *with_profile, timeout=900)
+    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
+    log = (work / "logs/train/digits/madry.log").read_text()
+    assert "resumed from checkpoint" in log and "done digits/madry: step 600" in log
+    metrics = json.loads((work / "results/digits/madry/train_metrics.json").read_text())
+    assert metrics["resumed_from_step"] >= 50 and metrics["steps"] == 600
+
+
+def test_job_logs_say_what_happened(quickstart):
+    repo = quickstart["repo"]
+    train_log = (repo / "logs/train/digits/sarkar.log").read_text()
+    for fragment in ("settings ", "device cpu", "threads", "sha256", "digits/sarkar step: ", "ETA",
+                     "examples/s", "checkpoint ", "done digits/sarkar: step 300"):
+        assert fragment in train_log, fragment
+    accuracy_log = (repo / "logs/evaluate_accuracy/digits/sarkar.log").read_text()
+    assert "evaluate-accuracy digits/sarkar" in accuracy_log and "done: natural accuracy" in accuracy_log
+    attack_log = (repo / "logs/evaluate_attack/digits/sarkar/topk.log").read_text()
+    assert "evaluate topk attack on digits/sarkar" in attack_log and "img/s" in attack_log
+    assert "done: " in attack_log and "attacked" in attack_log
+    print("--- logs/train/digits/sarkar.log (excerpt)\n" + "\n".join(train_log.splitlines()[:6]))
+
+
+def test_dvc_status_is_clean_after_the_documented_commit(quickstart):
+    repo = quickstart["repo"]
+    dvc(repo, "commit", "-f")
+    status = run([tool("dvc"), "status"], repo)
+    assert status.returncode == 0 and "up to date" in (status.stdout + status.stderr).lower(), status.stdout

@@ -9,6 +9,7 @@ order, log rows). The final `model.pt` is `{"model", "config", "step", "dataset"
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -53,7 +54,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise AttrrobError(f"{path}: no such model/checkpoint file; train first or fix the path")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():
+            # A foreign pickle makes torch warn about its protocol before failing; the error says it all.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
         reason = " ".join(str(exc).split())[:160]
         raise AttrrobError(f"{path}: not a readable attrrob model/checkpoint (corrupt, truncated or "

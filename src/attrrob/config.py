@@ -1,25 +1,94 @@
 """Settings: package defaults (defaults.yaml) merged with a user's overrides, validated.
 
-A user config is any YAML file; only its `hyperparameters:` key is read here, shaped like
+A user config is a workflow config file (any YAML mapping with the workflow's top-level keys,
+`registry.WORKFLOW_KEYS`); only its `hyperparameters:` key is read here, shaped like
 `defaults.yaml`'s `datasets:` mapping (so the workflow's config file can be passed as is).
-Every key and type is checked against the defaults, and errors name the file and key path.
+Every key, type and value is checked here, in one place, whichever way it arrives (config file,
+`--set`, a CLI shortcut option, the workflow's parse-time check): errors are one line naming
+the file or option and the key. The value limits (`LIMITS`) are mirrored by the `minimum` /
+`exclusiveMinimum` of workflow/schemas/config.schema.yaml; tests/test_config.py checks both agree.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import yaml
 
+from . import registry
 from .errors import ConfigError
 
-METHODS = ("natural", "madry", "ig_norm", "ig_sum_norm", "sarkar", "sarkar_cacr", "sarkar_wacr")
-ATTACKS = ("topk", "random", "mass_center", "targeted")
+METHODS = registry.METHODS
+ATTACKS = registry.ATTACKS
 ZERO_DIRECTION_MODES = ("random_sign", "stay")
+TIES_MODES = ("expected", "index")
+ALL = "all"  # num_examples: every test image (a number above the test-set size is an error)
+
+# Value limits per settings section, as JSON-schema keywords (the schema mirrors them).
+_POSITIVE = {"exclusiveMinimum": 0}
+_AT_LEAST_0 = {"minimum": 0}
+_AT_LEAST_1 = {"minimum": 1}
+LIMITS: dict[str, dict[str, dict]] = {
+    "train": {
+        "batch_size": _AT_LEAST_1, "steps": _AT_LEAST_1, "seed": _AT_LEAST_0,
+        "optimizer": {"enum": ["adam", "momentum"]}, "momentum": _AT_LEAST_0, "weight_decay": _AT_LEAST_0,
+        "loss_reduction": {"enum": ["sum", "mean"]}, "eps": _AT_LEAST_0,
+        "pgd_steps": _AT_LEAST_0,  # 0 = the random start only
+        "pgd_step_size": _POSITIVE, "m": _AT_LEAST_1, "approx_factor": _AT_LEAST_1,
+        "lam": _AT_LEAST_0, "beta": _AT_LEAST_0, "inner_ig_weight": _AT_LEAST_0,
+        "log_every": _AT_LEAST_1, "checkpoint_every": _AT_LEAST_1, "ig_max_batch": _AT_LEAST_0,
+    },
+    "accuracy": {"eps": _AT_LEAST_0, "steps": _AT_LEAST_1, "step_size": _POSITIVE, "batch_size": _AT_LEAST_1,
+                 "num_examples": _AT_LEAST_1, "autoattack_iterations": _AT_LEAST_1,
+                 "autoattack_target_classes": _AT_LEAST_1},
+    "attack": {
+        "eps": _AT_LEAST_0, "step_size": _POSITIVE, "iterations": _AT_LEAST_1, "k_attack": _AT_LEAST_1,
+        "k_metric": _AT_LEAST_1, "ig_steps": _AT_LEAST_1, "restarts": _AT_LEAST_1,
+        "random_restarts": _AT_LEAST_1, "ties": {"enum": list(TIES_MODES)}, "num_examples": _AT_LEAST_1,
+        "zero_direction": {"enum": list(ZERO_DIRECTION_MODES)}, "batch_images": _AT_LEAST_1,
+        "ig_max_batch": _AT_LEAST_0,
+    },
+    "prepare": {"validation_holdout": _AT_LEAST_0, "augment_per_class": _AT_LEAST_0, "seed": _AT_LEAST_0,
+                "split_seed": _AT_LEAST_0, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+}
+# Keys that also take the string "all".
+_ALL_ALLOWED = frozenset({"num_examples"})
+
+
+def _limit_problem(limits: Mapping, value: Any) -> str | None:
+    """What is wrong with `value` under `limits` (JSON-schema keywords), or None."""
+    if value is None or (value == ALL and "enum" not in limits):
+        return None
+    if "enum" in limits:
+        return None if value in limits["enum"] else f"expected one of {', '.join(limits['enum'])}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None  # types are checked elsewhere
+    if "minimum" in limits and not value >= limits["minimum"]:
+        return f"must be ≥ {limits['minimum']}"
+    if "exclusiveMinimum" in limits and not value > limits["exclusiveMinimum"]:
+        return f"must be > {limits['exclusiveMinimum']}"
+    if "exclusiveMaximum" in limits and not value < limits["exclusiveMaximum"]:
+        return f"must be < {limits['exclusiveMaximum']}"
+    return None
+
+
+def check_value(section: str, key: str, value: Any, where: str) -> None:
+    """Raise ConfigError when `value` of `section.key` is outside its limits (`where` names it)."""
+    problem = _limit_problem(LIMITS.get(section, {}).get(key, {}), value)
+    if problem:
+        raise ConfigError(f"{where}: {problem}, got {value!r}")
+
+
+def settings_digest(settings: Mapping) -> str:
+    """A short, stable fingerprint of a settings mapping (logged at the start of every run)."""
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
 @functools.lru_cache(maxsize=1)
@@ -29,7 +98,7 @@ def _defaults() -> dict:
 
 
 def datasets() -> tuple[str, ...]:
-    return tuple(_defaults())
+    return registry.DATASETS
 
 
 def dataset_input(dataset: str) -> dict:
@@ -44,24 +113,43 @@ def _section(dataset: str, section: str) -> dict:
     return table[dataset].get(section, {})
 
 
-def read_user_config(path: str | Path | None) -> dict:
-    """The `hyperparameters` mapping of a user config file ({} when path is None or the key is absent)."""
-    if path is None:
-        return {}
+def load_yaml_mapping(path: str | Path, *, what: str = "config file") -> dict | None:
+    """A YAML file's top-level mapping (None when the file is empty); one-line errors name file and line."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
             doc = yaml.safe_load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"config file {path} does not exist") from None
+        raise ConfigError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{what} {path}: not a text (UTF-8) file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{what} {path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if doc is not None and not isinstance(doc, Mapping):
+        raise ConfigError(f"{what} {path}: top level must be a mapping of keys ({', '.join(registry.WORKFLOW_KEYS)})")
+    return doc
+
+
+def check_top_level_keys(doc: Mapping, path: str | Path) -> None:
+    """A workflow config file may hold only the workflow's keys (a typo would be silently ignored)."""
+    for key in doc:
+        if key not in registry.WORKFLOW_KEYS:
+            raise ConfigError(f"config file {path}: unknown top-level key '{key}' "
+                              f"(known: {', '.join(registry.WORKFLOW_KEYS)})")
+
+
+def read_user_config(path: str | Path | None) -> dict:
+    """The `hyperparameters` mapping of a user config file ({} when path is None or the key is absent)."""
+    if path is None:
+        return {}
+    doc = load_yaml_mapping(path)
     if doc is None:
         return {}
-    if not isinstance(doc, Mapping):
-        raise ConfigError(f"config file {path}: top level must be a mapping")
+    check_top_level_keys(doc, path)
     hyper = doc.get("hyperparameters") or {}
     if not isinstance(hyper, Mapping):
         raise ConfigError(f"config file {path}: 'hyperparameters' must be a mapping")
@@ -69,13 +157,26 @@ def read_user_config(path: str | Path | None) -> dict:
         if dataset not in _defaults():
             raise ConfigError(f"config file {path}: hyperparameters.{dataset}: unknown dataset "
                               f"(known: {', '.join(_defaults())})")
+        if isinstance(body, Mapping) and "input" in body:
+            raise ConfigError(f"config file {path}: hyperparameters.{dataset}.input: the input shape is "
+                              "fixed by the data set, not a setting; remove it")
         _check_against(body, _user_shape(_defaults()[dataset]), f"hyperparameters.{dataset}", path)
+        _check_file_values(body, f"config file {path}: hyperparameters.{dataset}")
     return dict(hyper)
+
+
+def _check_file_values(body: Mapping, where: str) -> None:
+    for section, values in body.items():
+        groups = values.items() if section == "train" else [(None, values)]
+        for group, entries in groups:
+            prefix = f"{where}.{section}" + (f".{group}" if group else "")
+            for key, value in entries.items():
+                check_value(section, key, value, f"{prefix}.{key}")
 
 
 def _user_shape(defaults: Mapping) -> dict:
     """What a user may set for one data set: as defaults, but train.<method> takes any training key."""
-    shape = dict(defaults)
+    shape = {name: body for name, body in defaults.items() if name != "input"}
     if "train" in shape:
         train = shape["train"]
         shape["train"] = {name: (body if name == "common" else {**train["common"], **body})
@@ -94,13 +195,16 @@ def _check_against(value: Any, default: Any, where: str, path: Any) -> None:
                                   f"(known: {', '.join(map(str, default))})")
             _check_against(sub, default[key], f"{where}.{key}", path)
         return
-    _check_scalar(value, default, where, path)
+    _check_scalar(value, default, f"config file {path}: {where}")
 
 
-def _check_scalar(value: Any, default: Any, where: str, path: Any) -> None:
+def _check_scalar(value: Any, default: Any, where: str) -> None:
     def bad(kind: str):
-        return ConfigError(f"config file {path}: {where}: expected {kind}, got {value!r}")
+        return ConfigError(f"{where}: expected {kind}, got {value!r}")
 
+    key = where.rsplit(".", 1)[-1].rsplit(" ", 1)[-1]
+    if key in _ALL_ALLOWED and value == ALL:
+        return
     if default is None:  # optional number (null = derived, e.g. inner_ig_weight)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise bad("a number or null")
@@ -109,8 +213,11 @@ def _check_scalar(value: Any, default: Any, where: str, path: Any) -> None:
             raise bad("true or false")
     elif isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
+            raise bad(f"an integer{' or all' if key in _ALL_ALLOWED else ''}")
     elif isinstance(default, float):
+        if isinstance(value, str) and _number_from_text(value) is not value:
+            raise ConfigError(f"{where}: expected a number, got the text {value!r} (YAML reads a number "
+                              "without a dot as text: write it as 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
     elif isinstance(default, str):
@@ -121,18 +228,29 @@ def _check_scalar(value: Any, default: Any, where: str, path: Any) -> None:
             raise bad("a list")
 
 
+def _apply_overrides(settings: dict, overrides: Mapping | None, section: str, what: str) -> None:
+    for key, value in (overrides or {}).items():
+        if key not in settings:
+            raise ConfigError(f"override {key}={value!r}: unknown {what} setting (known: {', '.join(settings)})")
+        _check_scalar(value, settings[key], f"--set {key}")
+        check_value(section, key, value, f"--set {key}")
+        settings[key] = value
+
+
 def _merged(dataset: str, section: str, config_path: str | Path | None, overrides: Mapping | None) -> dict:
     base = copy.deepcopy(_section(dataset, section))
     user = read_user_config(config_path).get(dataset, {}).get(section, {})
     base.update(copy.deepcopy(user))
-    for key, value in (overrides or {}).items():
-        if key not in base:
-            raise ConfigError(f"override {key}={value!r}: unknown {section} setting "
-                              f"(known: {', '.join(base)})")
-        _check_scalar(value, base[key], key, "--set")
-        base[key] = value
+    _apply_overrides(base, overrides, section, section)
     _coerce_floats(base, _section(dataset, section))
+    _check_section(base, section, f"{dataset}.{section}")
     return base
+
+
+def _check_section(settings: Mapping, section: str, where: str) -> None:
+    """The merged settings' values (defaults included): the last line of defence before a run."""
+    for key, value in settings.items():
+        check_value(section, key, value, f"{where}.{key}")
 
 
 def _coerce_floats(values: dict, defaults: Mapping) -> None:
@@ -171,11 +289,7 @@ def train_settings(dataset: str, method: str, config_path: str | Path | None = N
     _check_weight_keys(method, overrides or {}, "--set")
     settings.update(copy.deepcopy(user.get("common", {})))
     settings.update(copy.deepcopy(user.get(method, {})))
-    for key, value in (overrides or {}).items():
-        if key not in settings:
-            raise ConfigError(f"override {key}={value!r}: unknown training setting (known: {', '.join(settings)})")
-        _check_scalar(value, settings[key], key, "--set")
-        settings[key] = value
+    _apply_overrides(settings, overrides, "train", "training")
     _coerce_floats(settings, train["common"])
     _validate_train(settings, dataset, method)
     settings.update(dataset=dataset, method=method)
@@ -184,36 +298,92 @@ def train_settings(dataset: str, method: str, config_path: str | Path | None = N
 
 def _validate_train(s: dict, dataset: str, method: str) -> None:
     where = f"{dataset}.train.{method}"
-    if s["optimizer"] not in ("adam", "momentum"):
-        raise ConfigError(f"{where}.optimizer: expected 'adam' or 'momentum', got {s['optimizer']!r}")
-    if s["loss_reduction"] not in ("sum", "mean"):
-        raise ConfigError(f"{where}.loss_reduction: expected 'sum' or 'mean', got {s['loss_reduction']!r}")
+    _check_section(s, "train", where)
     sched = s["lr_schedule"]
     ok = (isinstance(sched, list) and sched and all(isinstance(p, list) and len(p) == 2 for p in sched)
+          and all(isinstance(p[0], int) and not isinstance(p[0], bool) for p in sched)
+          and all(isinstance(p[1], (int, float)) and not isinstance(p[1], bool) for p in sched)
           and sched[0][0] == 0 and all(a[0] < b[0] for a, b in zip(sched, sched[1:])))
     if not ok:
         raise ConfigError(f"{where}.lr_schedule: expected [[0, lr], [step, lr], ...] with increasing steps, got {sched!r}")
-    for key in ("batch_size", "steps", "m", "approx_factor", "pgd_steps", "log_every", "checkpoint_every"):
-        if s[key] < (0 if key == "pgd_steps" else 1):
-            raise ConfigError(f"{where}.{key}: must be positive, got {s[key]!r}")
+    if any(not lr > 0 for _, lr in sched):
+        raise ConfigError(f"{where}.lr_schedule: every learning rate must be > 0, got {sched!r}")
     if s["m"] % s["approx_factor"]:
         raise ConfigError(f"{where}.approx_factor: must divide m={s['m']}, got {s['approx_factor']}")
 
 
 def accuracy_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
-    return _merged(dataset, "accuracy", config_path, overrides)
+    settings = _merged(dataset, "accuracy", config_path, overrides)
+    classes = _section(dataset, "input")["classes"]
+    targets = settings.get("autoattack_target_classes")
+    if targets is not None and targets > classes - 1:
+        raise ConfigError(f"{dataset}.accuracy.autoattack_target_classes: must be ≤ {classes - 1} (the other "
+                          f"classes of {dataset}), got {targets}")
+    return settings
 
 
 def attack_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
     settings = _merged(dataset, "attack", config_path, overrides)
-    if settings["zero_direction"] not in ZERO_DIRECTION_MODES:
-        raise ConfigError(f"{dataset}.attack.zero_direction: expected one of {', '.join(ZERO_DIRECTION_MODES)}, "
-                          f"got {settings['zero_direction']!r}")
+    shape = _section(dataset, "input")
+    pixels = shape["height"] * shape["width"]
+    for key in ("k_attack", "k_metric"):
+        if settings[key] > pixels:
+            raise ConfigError(f"{dataset}.attack.{key}: must be ≤ {pixels} (H·W = {shape['height']}·{shape['width']} "
+                              f"pixels of {dataset}), got {settings[key]}")
     return settings
 
 
 def prepare_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
     return _merged(dataset, "prepare", config_path, overrides)
+
+
+def check_all_settings(config_path: str | Path | None, datasets: Iterable[str], methods: Iterable[str]) -> None:
+    """Every setting the workflow's jobs will read, checked at once (the Snakefile calls this at parse
+    time, so `snakemake -n` fails on a bad value before any job starts)."""
+    methods = list(methods)
+    try:
+        for dataset in datasets:
+            prepare_settings(dataset, config_path)
+            accuracy_settings(dataset, config_path)
+            attack_settings(dataset, config_path)
+            for method in methods:
+                train_settings(dataset, method, config_path)
+    except ConfigError as exc:
+        if config_path is not None and str(config_path) not in str(exc):
+            raise ConfigError(f"config file {config_path}: {exc}") from None
+        raise
+
+
+def check_workflow_files(paths: Iterable[str | Path]) -> None:
+    """The workflow's config files, one by one: readable YAML, not empty, only known top-level keys."""
+    for path in paths:
+        doc = load_yaml_mapping(path)
+        if not doc:
+            raise ConfigError(f"config file {path} is empty; give it at least one key "
+                              f"({', '.join(registry.WORKFLOW_KEYS)}) or do not pass it")
+        check_top_level_keys(doc, path)
+
+
+def schema_problem(config: Mapping, schema_path: str | Path) -> str | None:
+    """The first schema violation of a workflow config as one line (key path: message), or None.
+
+    Snakemake's own message prints the whole schema; this names only the key. None also when
+    jsonschema is not installed (Snakemake's validation still runs after this).
+    """
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - Snakemake depends on it
+        return None
+    schema = load_yaml_mapping(schema_path, what="schema")
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
+    if error is None:
+        return None
+    key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+    message = " ".join(str(error.message).split())
+    if len(message) > 200:
+        message = message[:200] + "…"
+    return f"{key}: {message}"
 
 
 def parse_overrides(items: list[str] | None) -> dict:
@@ -224,7 +394,18 @@ def parse_overrides(items: list[str] | None) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value")
         try:
-            out[key.strip()] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError:
             raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+        out[key.strip()] = _number_from_text(value)
     return out
+
+
+def _number_from_text(value: Any) -> Any:
+    """YAML 1.1 reads `1e-4` (no dot) as text; on the command line it means the number."""
+    if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,9 +26,12 @@ import numpy as np
 import torch
 
 from . import checkpoint, models, objectives
-from .config import dataset_input
+from .config import dataset_input, settings_digest
 from .errors import AttrrobError, DataError
+from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
+
+log = get("train")
 
 CHECKPOINT_NAME = "latest.pt"
 # Settings that may change between an interrupted run and its resumption.
@@ -138,12 +142,137 @@ def _check_finite(terms: Mapping[str, float], step: int, method: str) -> None:
                                "lower the learning rate or the regulariser weight (--set lam=... or beta=...), or check the data")
 
 
+@dataclass
+class RunState:
+    """Everything a run carries from step to step, and what a checkpoint saves and restores."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    order: BatchOrder
+    data_gen: torch.Generator
+    noise_gen: torch.Generator
+    step: int = 0
+    rows: list = field(default_factory=list)
+    train_time: float = 0.0    # seconds inside training steps, all runs
+    wall_before: float = 0.0   # wall seconds of earlier runs
+    last_terms: dict = field(default_factory=dict)
+    resumed_from: int | None = None
+
+
+def fresh_state(settings: Mapping[str, Any], n_train: int, device: torch.device) -> RunState:
+    """Step 0: model initialised from `seed`, data order and PGD noise from two CPU generators."""
+    torch.manual_seed(settings["seed"])
+    model = models.build(settings["dataset"]).to(device)
+    optimizer = make_optimizer(model, settings)
+    data_gen = torch.Generator().manual_seed(settings["seed"])
+    noise_gen = torch.Generator().manual_seed(settings["seed"] + 1)
+    return RunState(model, optimizer, BatchOrder(n_train, data_gen), data_gen, noise_gen)
+
+
+def _differences(saved: Mapping, current: Mapping) -> str:
+    diff = _config_difference(saved, current)
+    return ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:4])
+
+
+def check_finished_model(model_path: Path, settings: Mapping, force: bool) -> None:
+    """Refuse to replace a finished model of other settings (unless `force`): a rerun into the wrong
+    folder must not silently overwrite someone's result."""
+    if force or not model_path.is_file():
+        return
+    saved = checkpoint.load_checkpoint(model_path)["config"]
+    shown = _differences(saved, settings)
+    if shown:
+        raise AttrrobError(f"{model_path} holds a finished model of other settings ({shown}); "
+                           "use another --out, or pass --force to replace it")
+
+
+def resume(state: RunState, ckpt_path: Path, settings: Mapping, force: bool = False) -> bool:
+    """Load `ckpt_path` into `state` when it exists and was made with these settings; True if resumed.
+
+    A checkpoint of other settings is an error (or, with `force`, ignored: the run starts afresh
+    and overwrites it at its first checkpoint)."""
+    if not ckpt_path.exists():
+        return False
+    saved = checkpoint.load_checkpoint(ckpt_path)
+    shown = _differences(saved["config"], settings)
+    if shown:
+        if force:
+            log.warning("ignoring checkpoint %s of other settings (%s): --force starts afresh", ckpt_path, shown)
+            return False
+        raise AttrrobError(f"checkpoint {ckpt_path} was made with other settings ({shown}); "
+                           "delete that directory to start afresh, or restore the settings")
+    total_steps = int(settings["steps"])
+    if saved["step"] > total_steps:
+        raise AttrrobError(f"checkpoint {ckpt_path} is at step {saved['step']}, beyond steps={total_steps}; "
+                           "raise --steps or delete the checkpoint directory")
+    extra = saved["extra"]
+    state.model.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.order.load_state_dict(extra["data_order"])
+    _restore_rng(saved["rng"], state.data_gen, state.noise_gen)
+    state.step = state.resumed_from = saved["step"]
+    state.rows = list(extra["log_rows"])
+    state.train_time = float(extra["train_time_s"])
+    state.wall_before = float(extra["wall_time_s"])
+    state.last_terms = dict(extra["last_terms"])
+    return True
+
+
+def save_state(state: RunState, ckpt_path: Path, settings: Mapping, wall_this_run: float) -> None:
+    checkpoint.save_checkpoint(
+        ckpt_path, model=state.model, optimizer=state.optimizer, step=state.step,
+        rng=_rng_state(state.data_gen, state.noise_gen), config=settings,
+        extra={"data_order": state.order.state_dict(), "log_rows": state.rows, "train_time_s": state.train_time,
+               "last_terms": state.last_terms, "wall_time_s": state.wall_before + wall_this_run})
+
+
+@dataclass
+class StepResult:
+    terms: dict
+    lr: float
+    accuracy: float | None  # clean-batch accuracy, measured on logged steps only
+    seconds: float
+
+
+def train_step(state: RunState, settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Tensor,
+               device: torch.device, measure_accuracy: bool) -> StepResult:
+    """One step: next batch, LR of this step, objective, finite check, update; advances `state.step`."""
+    method, batch_size = settings["method"], int(settings["batch_size"])
+    idx = state.order.next(batch_size)
+    x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
+    lr = learning_rate(settings["lr_schedule"], state.step)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    accuracy = None
+    if measure_accuracy:  # accuracy of the weights the loss is evaluated at, on the clean batch
+        with torch.no_grad():
+            accuracy = (state.model(x).argmax(1) == y).float().mean().item()
+    t0 = time.perf_counter()
+    loss, terms = objectives.compute_loss(method, state.model, x, y, settings, state.noise_gen)
+    _check_finite(terms, state.step + 1, method)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    state.optimizer.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elapsed = time.perf_counter() - t0
+    state.train_time += elapsed
+    state.step += 1
+    state.last_terms = terms
+    return StepResult(terms, lr, accuracy, elapsed)
+
+
+def _terms_text(terms: Mapping[str, float], method: str) -> str:
+    return " ".join(f"{name} {terms[name]:.4g}" for name in objectives.term_names(method) if name in terms)
+
+
 def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Tensor, out_dir: str | Path, *,
           checkpoint_dir: str | Path | None = None, device: str | torch.device = "cpu",
-          progress: bool = True) -> dict:
+          progress: bool = True, force: bool = False) -> dict:
     """Train `settings["method"]` on (x_train, y_train); write model.pt, train_log.csv, train_metrics.json.
 
-    Resumes from `<checkpoint_dir>/latest.pt` when it exists. Returns the train_metrics dict.
+    Resumes from `<checkpoint_dir>/latest.pt` when it exists. An `out_dir` holding a finished
+    model of other settings is refused unless `force`. Returns the train_metrics dict.
     """
     from tqdm.auto import tqdm
 
@@ -160,92 +289,69 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     total_steps, batch_size = int(settings["steps"]), int(settings["batch_size"])
+    check_finished_model(out_dir / "model.pt", settings, force)
 
-    torch.manual_seed(settings["seed"])
-    model = models.build(dataset).to(device)
-    optimizer = make_optimizer(model, settings)
-    data_gen = torch.Generator().manual_seed(settings["seed"])
-    noise_gen = torch.Generator().manual_seed(settings["seed"] + 1)
-    order = BatchOrder(len(x_train), data_gen)
-    step, rows, train_time, wall_before, last_terms, resumed_from = 0, [], 0.0, 0.0, {}, None
-
-    if ckpt_path.exists():
-        state = checkpoint.load_checkpoint(ckpt_path)
-        diff = _config_difference(state["config"], settings)
-        if diff:
-            shown = ", ".join(f"{k}: {state['config'].get(k)!r} -> {settings.get(k)!r}" for k in diff[:4])
-            raise AttrrobError(f"checkpoint {ckpt_path} was made with other settings ({shown}); "
-                               "delete that directory to start afresh, or restore the settings")
-        if state["step"] > total_steps:
-            raise AttrrobError(f"checkpoint {ckpt_path} is at step {state['step']}, beyond steps={total_steps}; "
-                               "raise --steps or delete the checkpoint directory")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        order.load_state_dict(state["extra"]["data_order"])
-        _restore_rng(state["rng"], data_gen, noise_gen)
-        step = resumed_from = state["step"]
-        rows = list(state["extra"]["log_rows"])
-        train_time = float(state["extra"]["train_time_s"])
-        wall_before = float(state["extra"]["wall_time_s"])
-        last_terms = dict(state["extra"]["last_terms"])
-
-    def save_state() -> None:
-        checkpoint.save_checkpoint(
-            ckpt_path, model=model, optimizer=optimizer, step=step, rng=_rng_state(data_gen, noise_gen),
-            config=settings, extra={"data_order": order.state_dict(), "log_rows": rows,
-                                    "train_time_s": train_time, "last_terms": last_terms,
-                                    "wall_time_s": wall_before + time.perf_counter() - wall_start})
+    state = fresh_state(settings, len(x_train), device)
+    resumed = resume(state, ckpt_path, settings, force)
+    log.info("train %s/%s: settings %s, device %s, threads %d, %d steps of batch %d on %d images",
+             dataset, method, settings_digest(settings), device, torch.get_num_threads(), total_steps,
+             batch_size, len(x_train))
+    if resumed:
+        log.info("resumed from checkpoint %s at step %d", ckpt_path, state.step)
 
     columns = log_columns(method)
     wall_start = time.perf_counter()
-    start_step, window_time, window_examples = step, 0.0, 0
-    bar = tqdm(total=total_steps, initial=step, disable=not progress, desc=f"{dataset}/{method}",
+    start_step, time_before, window_time, window_examples = state.step, state.train_time, 0.0, 0
+    bar = tqdm(total=total_steps, initial=state.step, disable=not bar_wanted(progress), desc=f"{dataset}/{method}",
                unit="step", dynamic_ncols=True)
-    model.train()
+    lines = Progress(log, total_steps, f"{dataset}/{method} step", "steps", done=state.step,
+                     enabled=not bar_wanted(progress))
+    state.model.train()
     try:
-        while step < total_steps:
-            idx = order.next(batch_size)
-            x, y = x_train[idx].to(device, non_blocking=True), y_train[idx].to(device, non_blocking=True)
-            lr = learning_rate(settings["lr_schedule"], step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            logging_now = (step + 1) % settings["log_every"] == 0 or step + 1 == total_steps
-            if logging_now:  # accuracy of the weights the loss is evaluated at, on the clean batch
-                with torch.no_grad():
-                    accuracy = (model(x).argmax(1) == y).float().mean().item()
-            t0 = time.perf_counter()
-            loss, terms = objectives.compute_loss(method, model, x, y, settings, noise_gen)
-            _check_finite(terms, step + 1, method)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - t0
-            train_time += elapsed
-            window_time += elapsed
+        while state.step < total_steps:
+            logging_now = (state.step + 1) % settings["log_every"] == 0 or state.step + 1 == total_steps
+            result = train_step(state, settings, x_train, y_train, device, measure_accuracy=logging_now)
+            window_time += result.seconds
             window_examples += batch_size
-            step += 1
-            last_terms = terms
             bar.update(1)
             if logging_now:
-                rows.append({"step": step, "lr": lr, **{t: terms[t] for t in objective_terms},
-                             "batch_accuracy": accuracy, "examples_per_s": window_examples / window_time})
-                bar.set_postfix(loss=f"{terms['total']:.4g}", acc=f"{accuracy:.2f}")
+                rate = window_examples / window_time
+                state.rows.append({"step": state.step, "lr": result.lr,
+                                   **{t: result.terms[t] for t in objective_terms},
+                                   "batch_accuracy": result.accuracy, "examples_per_s": rate})
+                bar.set_postfix(loss=f"{result.terms['total']:.4g}", acc=f"{result.accuracy:.2f}")
                 window_time, window_examples = 0.0, 0
-            if step % settings["checkpoint_every"] == 0 or step == total_steps:
-                save_state()
-                write_csv(out_dir / "train_log.csv", columns, rows)
+            if lines.due(1):
+                speed = batch_size * (state.step - start_step) / max(state.train_time - time_before, 1e-9)
+                lines.update(1, f"{_terms_text(result.terms, method)}, lr {result.lr:.3g}, {speed:.4g} examples/s")
+            else:
+                lines.update(1)
+            if state.step % settings["checkpoint_every"] == 0 or state.step == total_steps:
+                save_state(state, ckpt_path, settings, time.perf_counter() - wall_start)
+                write_csv(out_dir / "train_log.csv", columns, state.rows)
+                log.info("checkpoint %s written at step %d", ckpt_path, state.step)
     finally:
         bar.close()
 
-    write_csv(out_dir / "train_log.csv", columns, rows)
+    return _finish(state, settings, out_dir, device, wall_this_run=time.perf_counter() - wall_start,
+                   steps_this_run=state.step - start_step)
+
+
+def _finish(state: RunState, settings: Mapping[str, Any], out_dir: Path, device: torch.device, *,
+            wall_this_run: float, steps_this_run: int) -> dict:
+    """The run's outputs: train_log.csv, train_metrics.json, then model.pt (its presence means done)."""
+    dataset, method = settings["dataset"], settings["method"]
+    write_csv(out_dir / "train_log.csv", log_columns(method), state.rows)
+    step, train_time = state.step, state.train_time
+    speed = step * int(settings["batch_size"]) / train_time if train_time > 0 else None
     metrics = {
-        "dataset": dataset, "method": method, "steps": step, "final": last_terms,
-        "examples_per_s": (step * batch_size / train_time) if train_time > 0 else None,
-        "wall_time_s": wall_before + time.perf_counter() - wall_start, "device": str(device),
-        "resumed_from_step": resumed_from, "steps_this_run": step - start_step, "settings": settings,
+        "dataset": dataset, "method": method, "steps": step, "final": state.last_terms,
+        "examples_per_s": speed, "wall_time_s": state.wall_before + wall_this_run, "device": str(device),
+        "resumed_from_step": state.resumed_from, "steps_this_run": steps_this_run, "settings": settings,
     }
     write_json(out_dir / "train_metrics.json", metrics)
-    checkpoint.save_model(out_dir / "model.pt", model=model, config=settings, step=step)
+    checkpoint.save_model(out_dir / "model.pt", model=state.model, config=settings, step=step)
+    log.info("done %s/%s: step %d, %s, %s examples/s, wall %s; wrote %s", dataset, method, step,
+             _terms_text(state.last_terms, method) or "no step run", f"{speed:.4g}" if speed else "?",
+             duration(metrics["wall_time_s"]), out_dir / "model.pt")
     return metrics

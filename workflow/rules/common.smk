@@ -3,6 +3,7 @@
 
 import json
 import shlex
+import sys
 from pathlib import Path
 
 import yaml
@@ -45,6 +46,12 @@ def _hyperparameters_file():
 
 
 HYPERPARAMETERS_FILE = _hyperparameters_file()
+# Every setting the jobs will read, checked now: a bad value stops `snakemake -n` before any job.
+if attrrob_config is not None:
+    try:
+        attrrob_config.check_all_settings(HYPERPARAMETERS_FILE, DATASETS, METHODS)
+    except ConfigError as exc:
+        sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 # Shown in the reports' titles: which configuration produced them.
 CONFIG_NAME = Path(HYPERPARAMETERS_FILE).stem
 
@@ -149,3 +156,16 @@ def report_targets():
     reports = ["reports/summary.html"]
     reports += [f"reports/{dataset}.html" for dataset in DATASETS]
     return reports + ["results/metrics.json"]
+
+
+def slurm_partition(gpus):
+    """The Slurm partition of a job that asks for `gpus` GPUs (its `gpu` resource).
+
+    Only the Slurm executor reads the `slurm_partition` resource: GPU jobs go to
+    resources.slurm_partitions.gpu, every other job (data, reports, and training and
+    evaluation under `gpu: false`) to .cpu, since many clusters refuse CPU-only jobs on GPU
+    partitions. A null name becomes "", which the executor leaves out of sbatch, so the
+    job goes to the cluster's default partition.
+    """
+    partitions = RESOURCES["slurm_partitions"]
+    return (partitions["gpu"] if gpus else partitions["cpu"]) or ""

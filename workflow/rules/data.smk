@@ -14,6 +14,7 @@ rule download:
     resources:
         mem_mb=RESOURCES["data"]["mem_mb"],
         runtime=RESOURCES["data"]["runtime"],
+        slurm_partition=slurm_partition(0),
     params:
         mirror=mirror_option,
     shell:
@@ -37,6 +38,7 @@ rule prepare:
     resources:
         mem_mb=RESOURCES["data"]["mem_mb"],
         runtime=RESOURCES["data"]["runtime"],
+        slurm_partition=slurm_partition(0),
     params:
         config=HYPERPARAMETERS_FILE,
         settings=prepare_settings,

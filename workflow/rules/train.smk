@@ -21,6 +21,7 @@ rule train:
         gpu=GPU_PER_JOB,
         mem_mb=RESOURCES["train"]["mem_mb"],
         runtime=RESOURCES["train"]["runtime"],
+        slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
         config=HYPERPARAMETERS_FILE,
         device=config["device"],
@@ -31,5 +32,6 @@ rule train:
     shell:
         "attrrob train --config {params.config} --dataset {wildcards.dataset}"
         " --method {wildcards.method} --data {input} --out {params.out}"
-        " --checkpoint-dir {params.checkpoints} --device {params.device} {params.steps} --no-progress"
+        " --checkpoint-dir {params.checkpoints} --device {params.device} --threads {threads}"
+        " {params.steps} --no-progress"
         " > {log} 2>&1"

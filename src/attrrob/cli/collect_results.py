@@ -1,8 +1,10 @@
 """`attrrob collect-results`: gather per-run result files into the files DVC and the README read.
 
 Reads only what `attrrob.report` reads (nothing is recomputed) and writes, atomically:
-  <results>/metrics.json        {dataset: {method: {NA, AA, <attack>: {IN, CO, rho}}}}  (`dvc metrics show`)
-  <results>/table.md            the results table(s), Markdown, published numbers beside them
+  <results>/metrics.json        {dataset: {method: {NA, AA, [AA_autoattack,] <attack>: {IN, CO, rho}}}}
+                                (`dvc metrics show`)
+  <results>/table.md            the results table(s), Markdown, published numbers beside them, and
+                                the paired comparison (sarkar − ig_sum_norm, ig_sum_norm − natural)
   <curves>/<dataset>_<method>.csv   step, total, batch_accuracy   (`dvc plots show`)
 and, with --readme, fills the README's results section between its markers.
 """
@@ -36,16 +38,28 @@ def metrics(results_dir, datasets, methods, attacks) -> dict:
             entry = out.setdefault(row["dataset"], {}).setdefault(row["method"], {})
             for key in ACCURACY_METRICS:
                 entry[key] = _value(row[f"{key}_mean"])
+            if not math.isnan(row["AA_auto_mean"]):  # only where AutoAttack was run
+                entry["AA_autoattack"] = float(row["AA_auto_mean"])
             entry[attack] = {key: _value(row[f"{key}_mean"]) for key in ATTACK_METRICS}
     return out
 
 
+# The paper's claim (sarkar over the previous best) and the baseline's own gain, on the same images.
+PAIRED = (("sarkar", "ig_sum_norm"), ("ig_sum_norm", "natural"))
+
+
 def tables(results_dir, datasets, methods, attacks) -> str:
+    """Per attack: the per-method table, then the paired comparison of PAIRED (where both ran)."""
     parts = []
+    pairs = [(a, b) for a, b in PAIRED if a in methods and b in methods]
     for attack in attacks:
         table = report.collect_table(results_dir, datasets, methods, attack)
         heading = f"Attack: {attack}\n\n" if len(attacks) > 1 else ""
-        parts.append(heading + report.markdown_table(table))
+        text = heading + report.markdown_table(table)
+        if pairs:
+            paired = report.paired_comparison(results_dir, datasets, pairs, attack)
+            text += "\nPaired comparison on the same attacked images:\n\n" + report.paired_markdown(paired)
+        parts.append(text)
     return "\n".join(parts)
 
 
@@ -82,6 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not any((args.metrics, args.table, args.curves, args.readme)):
         parser.error("nothing to write: give --metrics, --table, --curves and/or --readme")
+    if not args.results_dir.is_dir():
+        raise AttrrobError(f"results directory {args.results_dir} does not exist; run the workflow first "
+                           "or pass --results-dir")
     where = (args.results_dir, args.datasets, args.methods, args.attacks)
     if args.metrics:
         outputs.write_json(args.metrics, metrics(*where))

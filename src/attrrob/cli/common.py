@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
+
+from ..errors import AttrrobError
 
 if TYPE_CHECKING:
     import torch
@@ -19,9 +22,77 @@ def add_settings_options(parser: argparse.ArgumentParser, kind: str, example: st
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
-    """--device and --no-progress."""
+    """--device, --threads and --no-progress."""
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:<index>")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads of torch (torch.set_num_threads; default: torch's own choice). "
+                             "The workflow passes each rule's `threads:`")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar on a terminal (log lines report progress instead)")
+
+
+def num_examples_option(text: str) -> int | str:
+    """--num-examples: a positive integer, or `all` (the whole test set)."""
+    from ..config import ALL
+
+    if text.strip().lower() == ALL:
+        return ALL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+
+
+def start_run(args: argparse.Namespace, verb: str) -> logging.Logger:
+    """Logging to stderr, the thread count, and output-path checks shared by the compute verbs."""
+    from .. import logs
+
+    logs.setup()
+    threads = getattr(args, "threads", None)
+    if threads is not None:
+        if threads < 1:
+            raise AttrrobError(f"--threads must be ≥ 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    out = getattr(args, "out", None)
+    if out is not None and out.exists() and not out.is_dir():
+        raise AttrrobError(f"--out {out} is an existing file; --out names a directory (pass another path)")
+    return logs.get(verb)
+
+
+def load_split(path: Path, split: str, dataset: str, logger: logging.Logger):
+    """(x, y) of a prepared file's split, after checks whose errors name the data set to prepare."""
+    from ..data import load_manifest, load_prepared
+
+    hint = f"run `attrrob prepare --dataset {dataset} --raw data/raw/{dataset} --out {path}`"
+    if path.is_dir():
+        raise AttrrobError(f"--data {path} is a directory; pass the prepared .npz file of {dataset}")
+    if not path.is_file():
+        raise AttrrobError(f"prepared file {path} does not exist; {hint}")
+    from ..data.store import manifest_path
+
+    if not manifest_path(path).is_file():
+        raise AttrrobError(f"manifest {manifest_path(path)} (beside {path}) does not exist; {hint}")
+    manifest = load_manifest(path)
+    if manifest.get("dataset") not in (None, dataset):
+        raise AttrrobError(f"--data {path} holds '{manifest['dataset']}', not '{dataset}'; "
+                           f"pass data/prepared/{dataset}.npz")
+    x, y = load_prepared(path, split)
+    logger.info("data %s: sha256 %s (verified), %d %s images", path, manifest["npz_sha256"], len(x), split)
+    return x, y
+
+
+def resolve_num_examples(settings: dict, available: int, data: Path) -> None:
+    """`num_examples` as a count: `all` is every test image; more than there are is an error."""
+    from ..config import ALL
+
+    wanted = settings.get("num_examples")
+    if wanted == ALL or wanted is None:
+        settings["num_examples"] = available
+    elif wanted > available:
+        raise AttrrobError(f"num_examples={wanted} exceeds the {available} test images of {data}; "
+                           "pass --num-examples all (or set num_examples: all) to evaluate them all")
 
 
 def overrides_from(args: argparse.Namespace, **named) -> dict:
@@ -44,3 +115,14 @@ def held_device(spec: str) -> Iterator[torch.device]:
     finally:
         if gpu_lock is not None:
             gpu_lock.release()
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def ci_text(entry: dict) -> str:
+    """`{mean, ci_low, ci_high, n}` as `0.912 [0.88, 0.94]` for a log line."""
+    return f"{entry['mean']:.4g} [{entry['ci_low']:.4g}, {entry['ci_high']:.4g}] (n={entry['n']})"

@@ -1,4 +1,4 @@
-"""`attrrob evaluate-accuracy`: natural accuracy and L-inf PGD adversarial accuracy of a trained model."""
+"""`attrrob evaluate-accuracy`: natural accuracy, and adversarial accuracy under L-inf PGD and AutoAttack, of a trained model."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from pathlib import Path
 
 from .. import config
 from ..errors import one_line_errors
-from .common import add_run_options, add_settings_options, held_device, overrides_from
+from .common import (add_run_options, add_settings_options, ci_text as _ci, held_device, load_split,
+                     num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
 
 DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD on the cross-entropy (random start,
-the data set's eps / steps / step size) on the first N test images. Writes OUT/summary.json (accuracies
-with 95%% confidence intervals) and OUT/per_example.csv, atomically."""
+the data set's eps / steps / step size) on the first N test images, and (setting autoattack, on by
+default) under AutoAttack's APGD-CE + APGD-T on the same images at the same eps. Writes
+OUT/summary.json (accuracies with 95%% confidence intervals) and OUT/per_example.csv, atomically."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, choices=config.datasets())
     p.add_argument("--out", type=Path, required=True, help="output directory")
     add_settings_options(p, "accuracy", "steps=100")
-    p.add_argument("--num-examples", type=int, default=None, help="first N test images (overrides the config)")
+    p.add_argument("--num-examples", type=num_examples_option, default=None, metavar="N|all",
+                   help="first N test images, or all of them (overrides the config; more than the test set "
+                        "holds is an error)")
+    p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
+                   help="also run AutoAttack (APGD-CE + APGD-T; overrides the config's accuracy setting autoattack)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
     add_run_options(p)
     return p
@@ -31,20 +37,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     settings = config.accuracy_settings(args.dataset, args.config,
-                                        overrides_from(args, num_examples=args.num_examples))
+                                        overrides_from(args, num_examples=args.num_examples,
+                                                       autoattack=args.autoattack))
+    log = start_run(args, "evaluate_accuracy")
 
     from ..checkpoint import load_model
-    from ..data import load_prepared
     from ..evaluation import evaluate_accuracy, write_accuracy_outputs
 
     with held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
-        x, y = load_prepared(args.data, "test")
+        x, y = load_split(args.data, "test", args.dataset, log)
+        resolve_num_examples(settings, len(x), args.data)
+        log.info("evaluate-accuracy %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
+                 args.dataset, meta["method"], args.model, meta["step"], config.settings_digest(settings),
+                 device, torch_threads(), settings["num_examples"])
         outcome = evaluate_accuracy(model, x, y, settings, dataset=args.dataset, method=meta["method"],
                                     seed=args.seed, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
         write_accuracy_outputs(args.out, outcome)
-        return outcome.summary
+        summary = outcome.summary
+        log.info("done: natural accuracy %s, adversarial accuracy %s (eps %g, %d PGD steps), %.1f images/s; wrote %s",
+                 _ci(summary["natural_accuracy"]), _ci(summary["adversarial_accuracy"]), settings["eps"],
+                 settings["steps"], summary["images_per_s"], args.out)
+        return summary
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 
 from .. import config
-from ..errors import one_line_errors
-from .common import add_run_options, add_settings_options, held_device, overrides_from
+from ..errors import AttrrobError, one_line_errors
+from .common import add_run_options, add_settings_options, held_device, load_split, overrides_from, start_run
 
 DESCRIPTION = """Train a model with one of the seven objectives. Writes OUT/model.pt, OUT/train_log.csv and
 OUT/train_metrics.json (atomically). Checkpoints go to --checkpoint-dir (default: a hidden
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="resumable state (kept apart from --out)")
     p.add_argument("--steps", type=int, default=None, help="number of training steps (overrides the config)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a finished model (and ignore a checkpoint) of other settings in --out "
+                        "and --checkpoint-dir instead of refusing")
     add_settings_options(p, "training", "lam=0.2")
     add_run_options(p)
     return p
@@ -31,14 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     settings = config.train_settings(args.dataset, args.method, args.config, overrides_from(args, steps=args.steps))
+    log = start_run(args, "train")
+    if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
+        raise AttrrobError(f"--checkpoint-dir {args.checkpoint_dir} is an existing file; it names a directory")
 
-    from ..data import load_prepared
     from ..training import train
 
-    x_train, y_train = load_prepared(args.data, "train")
+    x_train, y_train = load_split(args.data, "train", args.dataset, log)
     with held_device(args.device) as device:
         return train(settings, x_train, y_train, args.out, checkpoint_dir=args.checkpoint_dir,
-                     device=device, progress=not args.no_progress)
+                     device=device, progress=not args.no_progress, force=args.force)
 
 
 if __name__ == "__main__":
