@@ -1,4 +1,5 @@
-# HTML reports: notebook templates executed with papermill, rendered without code by nbconvert.
+# HTML reports: notebook templates executed with papermill, rendered without code by nbconvert
+# through workflow/report/offline.html.j2 (no script from a CDN: the reports read offline).
 # papermill writes the executed notebook even when a cell fails, so it writes into the log
 # folder (kept on failure, for debugging) and the notebook is copied to reports/ only after
 # both steps succeeded; Snakemake deletes the outputs of a failed job, so no complete-looking
@@ -8,6 +9,7 @@
 rule report_summary:
     input:
         template=REPORTS["summary_notebook"],
+        html_template="workflow/report/offline.html.j2",
         results=summary_report_inputs,
     output:
         notebook="reports/summary.ipynb",
@@ -27,6 +29,7 @@ rule report_summary:
     resources:
         mem_mb=RESOURCES["report"]["mem_mb"],
         runtime=RESOURCES["report"]["runtime"],
+        slurm_partition=slurm_partition(0),
     params:
         config_name=CONFIG_NAME,
         datasets=json_list(DATASETS),
@@ -37,7 +40,7 @@ rule report_summary:
         " -p results_dir results -p datasets {params.datasets:q}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q}"
-        " && jupyter nbconvert --to html --no-input {log.notebook:q}"
+        " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output summary"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"
 
@@ -45,6 +48,7 @@ rule report_summary:
 rule report_dataset:
     input:
         template=REPORTS["dataset_notebook"],
+        html_template="workflow/report/offline.html.j2",
         results=dataset_report_inputs,
     output:
         notebook="reports/{dataset}.ipynb",
@@ -65,6 +69,7 @@ rule report_dataset:
     resources:
         mem_mb=RESOURCES["report"]["mem_mb"],
         runtime=RESOURCES["report"]["runtime"],
+        slurm_partition=slurm_partition(0),
     params:
         config_name=CONFIG_NAME,
         methods=json_list(METHODS),
@@ -74,7 +79,7 @@ rule report_dataset:
         " -p results_dir results -p dataset {wildcards.dataset}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q}"
-        " && jupyter nbconvert --to html --no-input {log.notebook:q}"
+        " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output {wildcards.dataset}"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"
 
@@ -97,6 +102,7 @@ rule collect_results:
     resources:
         mem_mb=RESOURCES["report"]["mem_mb"],
         runtime=RESOURCES["report"]["runtime"],
+        slurm_partition=slurm_partition(0),
     params:
         datasets=" ".join(DATASETS),
         methods=" ".join(METHODS),
