@@ -70,6 +70,7 @@ def sync(device: torch.device) -> None:
 
 
 CPU_SECONDS: dict[str, float] = {}
+LOADS: dict[str, float] = {}  # 1-minute load average at the end of each timed mode
 
 
 def timed(fn, device, repeats: int = 1, name: str | None = None) -> float:
@@ -82,6 +83,7 @@ def timed(fn, device, repeats: int = 1, name: str | None = None) -> float:
     sync(device)
     if name:
         CPU_SECONDS[name] = (time.process_time() - cpu_start) / repeats
+        LOADS[name] = os.getloadavg()[0]
     return (time.perf_counter() - start) / repeats
 
 
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"skipped: {mnist_dir()} is absent (set ATTRROB_SHARED to the shared folder)")
     device, _lock = select_device(args.device)
     settings = dict(eps=0.3, step_size=0.01, iterations=args.iterations, k_attack=200, k_metric=100, ig_steps=100,
-                    restarts=1, zero_direction="random_sign")
+                    restarts=1, random_restarts=3, zero_direction="random_sign", ties="expected")
 
     model = train_natural(device, args.train_steps)
     x, y = load_mnist("test", 200)
@@ -149,14 +151,15 @@ def main(argv: list[str] | None = None) -> None:
           f"(protocol: {PROTOCOL_IMAGES} x {PROTOCOL_ITERATIONS}; time is linear in both); the evaluator's "
           f"plan: {chosen} images per pass")
     print()
-    header = (f"{'mode':<18}{'images/s*':>10}{'s/image/run':>13}{'of raw':>8}{'vs TF':>8}{'protocol':>10}"
+    header = (f"{'mode':<18}{'images/s*':>10}{'s/image/run':>13}{'of raw':>8}{'vs TF':>8}{'protocol':>10}{'load':>6}"
               + (f"{'CPU s/img/run':>15}{'CPU of raw':>11}" if device.type == "cpu" else ""))
     print(header)
     print("-" * len(header))
     for mode, t in per_iteration.items():
         per_run = t * PROTOCOL_ITERATIONS
         line = (f"{mode:<18}{1 / per_run:>10.4f}{per_run:>13.2f}{per_iteration['raw limit'] / t:>8.2f}"
-                f"{TF_SECONDS_PER_IMAGE_RUN / per_run:>7.1f}x{per_run * PROTOCOL_IMAGES / 3600:>8.1f} h")
+                f"{TF_SECONDS_PER_IMAGE_RUN / per_run:>7.1f}x{per_run * PROTOCOL_IMAGES / 3600:>8.1f} h"
+                f"{LOADS.get(mode, float('nan')):>6.2f}")
         if device.type == "cpu":
             line += f"{cpu[mode] * PROTOCOL_ITERATIONS:>15.2f}{cpu['raw limit'] / cpu[mode]:>11.2f}"
         print(line)
@@ -165,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{TF_SECONDS_PER_IMAGE_RUN:.0f} s (RAR's TensorFlow evaluator per image per run, 2 CPU cores) / mode time.")
     print("  'protocol': 10,000 images x 100 iterations, one run. CPU columns: process CPU seconds (all threads),")
     print("  which on a CPU shared with other jobs show the work done where wall time also shows the other jobs.")
+    print(f"  'load': 1-minute load average when the mode's timing ended ({os.cpu_count()} CPUs).")
 
 
 if __name__ == "__main__":

@@ -149,7 +149,8 @@ def main(argv=None) -> None:
     warm = config.train_settings("mnist", "sarkar", overrides={"m": 5, "pgd_steps": 1})
     objectives.compute_loss("sarkar", model, x, y, warm, torch.Generator().manual_seed(0))[0].backward()
     raw_rows = base["batch_size"] * base["m"]
-    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}; "
+    print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}, "
+          f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} ({os.cpu_count()} CPUs); "
           "raw limit from plain double-backward passes of the step's shapes, measured beside each method", flush=True)
 
     rows_call = objectives.rows_per_ig_call(dict(base, ig_max_batch=args.ig_max_batch), x)
@@ -159,7 +160,7 @@ def main(argv=None) -> None:
           f"{', capped for CPU caches' if device.type == 'cpu' else ''}); loop: {base['batch_size']} rows "
           f"(one path point) per call", flush=True)
     header = (f"{'method':<12} {'rows/step':>9} {'pgd it':>6} {'batched s':>9} {'loop s':>8} {'raw s':>8} "
-              f"{'ex/s':>7} {'loop ex/s':>9} {'vs loop':>7} {'of raw':>6} {'mem MB':>7}")
+              f"{'ex/s':>7} {'loop ex/s':>9} {'vs loop':>7} {'of raw':>6} {'mem MB':>7} {'load':>5}")
     print(header, flush=True)
     print("-" * len(header), flush=True)
     for method in args.methods:
@@ -196,10 +197,11 @@ def main(argv=None) -> None:
         loop_cols = f"{step_l:>8.2f}" if loop_t else f"{'-':>8}"
         loop_eps = f"{eps_l:>9.2f}" if loop_t else f"{'-':>9}"
         print(f"{method:<12} {rows:>9} {iters:>3}/{s['pgd_steps']:<2} {step_b:>9.2f} {loop_cols} {raw:>8.2f} "
-              f"{eps_b:>7.2f} {loop_eps} {versus} {frac} {mem:>7.0f}", flush=True)
+              f"{eps_b:>7.2f} {loop_eps} {versus} {frac} {mem:>7.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
     print("\nrows/step: double-backpropagated input-gradient evaluations per step at the paper's settings;"
           "\npgd it: PGD iterations timed / per step (step time = outer + pgd_steps × measured iteration);"
           "\nvs loop: batched speed-up over the per-point loop; of raw: raw-limit time / batched step time;"
+          "\nload: 1-minute load average when the row was measured (above the CPU count, wall times include waiting);"
           "\nmem: " + ("peak CUDA memory of the batched variant" if device.type == "cuda"
                        else "peak process RSS so far (monotone: the largest objective so far sets it)") + ".")
 

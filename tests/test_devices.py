@@ -2,6 +2,8 @@
 
 import multiprocessing
 import os
+import threading
+import time
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from attrrob.errors import AttrrobError
 @pytest.fixture(autouse=True)
 def lock_dir(tmp_path, monkeypatch):
     monkeypatch.setenv(devices.LOCK_DIR_ENV, str(tmp_path / "locks"))
+    monkeypatch.setenv(devices.WAIT_ENV, "0")  # tests of waiting set their own limit
+    monkeypatch.delenv(devices.PRECISION_ENV, raising=False)
     return tmp_path / "locks"
 
 
@@ -32,9 +36,47 @@ def test_cpu_and_auto_without_cuda(monkeypatch):
         select_device("tpu")
 
 
-def test_single_gpu_auto_takes_it_without_lock(monkeypatch):
+def test_single_gpu_auto_takes_its_lock_and_a_second_job_waits(monkeypatch):
     fake_gpus(monkeypatch, [GpuInfo(0, "uuid-a", 10)])
-    assert select_device("auto") == (torch.device("cuda", 0), None)
+    device, lock = select_device("auto")
+    assert device == torch.device("cuda", 0) and lock.held
+    with pytest.raises(AttrrobError, match="all 1 visible GPUs are held"):
+        select_device("auto")  # WAIT_ENV=0: no waiting
+    threading.Timer(0.3, lock.release).start()
+    start = time.monotonic()
+    device2, lock2 = select_device("auto", wait_s=20)  # waits until the first job lets go
+    assert device2 == torch.device("cuda", 0) and lock2.held and 0.2 < time.monotonic() - start < 10
+    with pytest.raises(AttrrobError, match="no GPU lock became free within 0.3 s"):
+        select_device("auto", wait_s=0.3)
+    lock2.release()
+
+
+def test_wait_seconds_from_environment(monkeypatch):
+    monkeypatch.setenv(devices.WAIT_ENV, "12.5")
+    assert devices.wait_seconds() == 12.5 and devices.wait_seconds(3) == 3
+    monkeypatch.setenv(devices.WAIT_ENV, "")
+    assert devices.wait_seconds() == float("inf")
+    monkeypatch.setenv(devices.WAIT_ENV, "soon")
+    with pytest.raises(AttrrobError, match="ATTRROB_GPU_WAIT_S='soon'"):
+        devices.wait_seconds()
+
+
+def test_float32_precision_is_set_and_restored(monkeypatch):
+    before = devices.get_float32_precision("cpu")
+    with devices.float32_precision("cpu", "bf16"):
+        assert set(devices.get_float32_precision("cpu")["values"]) == {"bf16"}
+    assert devices.get_float32_precision("cpu") == before
+    with pytest.raises(AttrrobError, match="expected one of ieee, bf16"):
+        devices.set_float32_precision("cpu", "tf32")
+    monkeypatch.setenv(devices.PRECISION_ENV, "bf16")
+    try:
+        select_device("cpu")
+        assert set(devices.get_float32_precision("cpu")["values"]) == {"bf16"}
+    finally:
+        devices.set_float32_precision("cpu", before)
+    monkeypatch.setenv(devices.PRECISION_ENV, "half")
+    with pytest.raises(AttrrobError, match="'half' on cpu"):
+        select_device("cpu")
 
 
 def test_auto_prefers_most_free_memory_and_skips_locked(monkeypatch, lock_dir):
