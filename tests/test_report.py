@@ -838,3 +838,11 @@ def test_collect_results_readme_has_the_table_and_the_paired_comparison(tmp_path
     auto = json.loads((root / "mnist/natural/accuracy/summary.json").read_text())["autoattack_accuracy"]
     assert written["natural"]["AA_autoattack"] == pytest.approx(auto["mean"])
     assert "AA_autoattack" not in written["sarkar"]  # null: AutoAttack not run
+
+
+def test_examples_of_length_zero_draw_no_grid():
+    empty = {"indices": np.zeros(0, np.int64), "labels": np.zeros(0, np.int64),
+             "original": np.zeros((0, 1, 8, 8), np.float32), "attacked": np.zeros((0, 1, 8, 8), np.float32),
+             "saliency_original": np.zeros((0, 64), np.float32), "saliency_attacked": np.zeros((0, 64), np.float32),
+             "height": 8, "width": 8}
+    assert report.plot_example_grid({"natural": empty, "madry": None}, "digits") is None

@@ -364,7 +364,8 @@ def common_example_indices(examples: Mapping[str, Mapping[str, np.ndarray] | Non
                            max_examples: int) -> dict[str, list[int]]:
     """For each method, the rows of its examples.npz to show: the test images all methods stored
     (in the first method's order) where there are any, else each method's first images."""
-    present = {m: e for m, e in examples.items() if e is not None}
+    # An examples.npz of length 0 (`--save-examples 0`) has nothing to show.
+    present = {m: e for m, e in examples.items() if e is not None and len(e["indices"])}
     if not present:
         return {}
     shared = None
