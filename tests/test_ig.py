@@ -126,6 +126,18 @@ def _weighted_ig(net, x_adv, x, y, weights, steps=5):
     return (ig * weights).sum()
 
 
+def _central_difference(loss, tensor, index, h):
+    """(loss at tensor[index] + h − loss at tensor[index] − h) / 2h; `tensor` is bumped in place
+    (under no_grad) and left as it was."""
+    with torch.no_grad():
+        tensor[index] += h
+        up = loss().item()
+        tensor[index] -= 2 * h
+        down = loss().item()
+        tensor[index] += h
+    return (up - down) / (2 * h)
+
+
 def test_create_graph_gradients_match_finite_differences():
     net = SmallSmoothNet()
     x, x_adv, y = _data()
@@ -136,21 +148,13 @@ def test_create_graph_gradients_match_finite_differences():
     w = net.conv.weight
     grad_w, grad_x = torch.autograd.grad(value, [w, x_adv])
     h = 1e-6
-    with torch.no_grad():
-        for index in [(0, 0, 1, 1), (2, 0, 0, 2)]:
-            w[index] += h
-            up = _weighted_ig(net, x_adv, x, y, weights).item()
-            w[index] -= 2 * h
-            down = _weighted_ig(net, x_adv, x, y, weights).item()
-            w[index] += h
-            assert grad_w[index].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
-        for index in [(0, 0, 1, 2), (2, 0, 3, 3)]:
-            bumped = x_adv.detach().clone()
-            bumped[index] += h
-            up = _weighted_ig(net, bumped, x, y, weights).item()
-            bumped[index] -= 2 * h
-            down = _weighted_ig(net, bumped, x, y, weights).item()
-            assert grad_x[index].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+    for index in [(0, 0, 1, 1), (2, 0, 0, 2)]:
+        numeric = _central_difference(lambda: _weighted_ig(net, x_adv, x, y, weights), w, index, h)
+        assert grad_w[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-9)
+    bumped = x_adv.detach().clone()
+    for index in [(0, 0, 1, 2), (2, 0, 3, 3)]:
+        numeric = _central_difference(lambda: _weighted_ig(net, bumped, x, y, weights), bumped, index, h)
+        assert grad_x[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
 
 def test_create_graph_gradient_through_the_baseline():
@@ -160,13 +164,9 @@ def test_create_graph_gradient_through_the_baseline():
     x_req = x.clone().requires_grad_(True)
     (grad,) = torch.autograd.grad(_weighted_ig(net, x_adv, x_req, y, weights), x_req)
     index, h = (1, 0, 2, 1), 1e-6
-    with torch.no_grad():
-        bumped = x.clone()
-        bumped[index] += h
-        up = _weighted_ig(net, x_adv, bumped, y, weights).item()
-        bumped[index] -= 2 * h
-        down = _weighted_ig(net, x_adv, bumped, y, weights).item()
-    assert grad[index].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-9)
+    bumped = x.clone()
+    numeric = _central_difference(lambda: _weighted_ig(net, x_adv, bumped, y, weights), bumped, index, h)
+    assert grad[index].item() == pytest.approx(numeric, rel=1e-5, abs=1e-9)
 
 
 def test_without_create_graph_result_is_detached_and_inputs_untouched():

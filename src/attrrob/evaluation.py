@@ -181,8 +181,8 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
     batch = max(1, int(settings["batch_size"]))
     eps = float(settings["eps"])
     use_autoattack = bool(settings.get("autoattack", False))
-    if use_autoattack:
-        from .attacks.autoattack import autoattack
+    if use_autoattack:  # imported only when used: the library is heavy to load
+        from .attacks import autoattack as aa
     classes = int(dataset_input(dataset)["classes"])
     natural, adversarial, auto = [], [], []
     pgd_time = auto_time = 0.0
@@ -205,7 +205,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
             t1 = time.perf_counter()
             pgd_time += t1 - t0
             if use_autoattack:
-                x_auto = autoattack(model, xb, yb, eps=eps, lo=lo, hi=hi,
+                x_auto = aa.autoattack(model, xb, yb, eps=eps, lo=lo, hi=hi,
                                     iterations=int(settings["autoattack_iterations"]),
                                     target_classes=int(settings["autoattack_target_classes"]),
                                     classes=classes, seed=seed, start=start)
@@ -234,8 +234,6 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
         "device": _device_name(device),
     }
     if aut is not None:
-        from .attacks import autoattack as aa
-
         summary["autoattack"] = {
             "library": aa.LIBRARY, "version": aa.library_version(), "attacks": list(aa.ATTACKS),
             "eps": eps, "iterations": int(settings["autoattack_iterations"]),
