@@ -206,3 +206,54 @@ def test_workflow_files_and_schema_problems_are_one_line(tmp_path):
                                     REPO / "workflow/schemas/config.schema.yaml")
     assert problem.startswith("hyperparameters.digits.attack.eps:") and "\n" not in problem
     assert config.schema_problem({}, REPO / "workflow/schemas/config.schema.yaml") is None
+
+
+def _variant_config(tmp_path, variants, name="v.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump({"hyperparameters": {"mnist": {"attack": {"iterations": 7},
+                                                                  "attack_variants": variants}}}))
+    return path
+
+
+def test_attack_variant_layers_its_settings_on_the_config(tmp_path):
+    path = _variant_config(tmp_path, {"topk_k75": {"attack": "topk", "k_attack": 75, "k_metric": 75}})
+    assert config.resolve_attack("mnist", "topk_k75", path) == ("topk", {"k_attack": 75, "k_metric": 75})
+    assert config.resolve_attack("mnist", "random", path) == ("random", {})
+    variant = config.attack_settings("mnist", path, variant="topk_k75")
+    base = config.attack_settings("mnist", path)
+    assert (variant["k_attack"], variant["k_metric"], variant["iterations"]) == (75, 75, 7)
+    assert (base["k_attack"], base["k_metric"]) == (200, 100)
+    # --set still wins over the variant, and an attack's own name is the plain attack
+    assert config.attack_settings("mnist", path, {"k_attack": 50}, variant="topk_k75")["k_attack"] == 50
+    assert config.attack_settings("mnist", path, variant="topk") == base
+    config.check_all_settings(path, ["mnist"], ["natural"], ["topk", "topk_k75"])
+
+
+@pytest.mark.parametrize("variants, fragment", [
+    ({"Topk": {"attack": "topk"}}, "attack_variants.Topk: a variant name is lower-case"),
+    ({"topk": {"attack": "topk", "k_attack": 5}}, "attack_variants.topk: 'topk' is an attack's own name"),
+    ({"v": {"k_attack": 5}}, "attack_variants.v: expected a mapping with 'attack:"),
+    ({"v": {"attack": "fgsm"}}, "attack_variants.v.attack: unknown attack 'fgsm'"),
+    ({"v": {"attack": "topk", "kk": 5}}, "attack_variants.v.kk: unknown attack setting"),
+    ({"v": {"attack": "topk", "k_attack": 0}}, "attack_variants.v.k_attack: must be ≥ 1"),
+    ({"v": {"attack": "topk", "k_attack": "many"}}, "attack_variants.v.k_attack: expected an integer"),
+    ([1], "attack_variants must be a mapping"),
+])
+def test_bad_attack_variant_is_one_line_naming_it(tmp_path, variants, fragment):
+    path = _variant_config(tmp_path, variants)
+    with pytest.raises(ConfigError) as err:
+        config.attack_settings("mnist", path, variant="topk")
+    assert fragment in str(err.value) and str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unknown_attack_name_lists_the_variants(tmp_path):
+    path = _variant_config(tmp_path, {"topk_k75": {"attack": "topk", "k_attack": 75}})
+    with pytest.raises(ConfigError, match=r"unknown attack 'topk_k50'.*known: topk, random, mass_center, "
+                                          r"targeted, topk_k75"):
+        config.check_all_settings(path, ["mnist"], ["natural"], ["topk", "topk_k50"])
+    with pytest.raises(ConfigError, match=r"mnist.attack_variants.topk_k75.k_attack: must be ≤ 784"):
+        config.attack_settings("mnist", _variant_config(tmp_path, {"topk_k75": {"attack": "topk", "k_attack": 785}},
+                                                        "big.yaml"), variant="topk_k75")
+    # a variant defined for one data set only cannot run on another one of the same config
+    with pytest.raises(ConfigError, match="unknown attack 'topk_k75'"):
+        config.check_all_settings(path, ["mnist", "digits"], ["natural"], ["topk_k75"])

@@ -81,7 +81,10 @@ def test_evaluate_writes_schema(workspace, tmp_path):
     assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0 and summary["device"].startswith("cpu")
     assert all(int(r["topk_tied_slots"]) >= 0 for r in attacked)
     n_tied = sum(int(r["topk_tied_slots"]) > 0 for r in attacked)
-    assert summary["ties"] == {"mode": "expected", "n_with_ties": n_tied, "share_with_ties": n_tied / len(attacked)}
+    ties = dict(summary["ties"])
+    by_index = ties.pop("topk_intersection_index")
+    assert ties == {"mode": "expected", "n_with_ties": n_tied, "share_with_ties": n_tied / len(attacked)}
+    assert by_index["n"] == len(attacked) and 0 <= by_index["mean"] <= 1
     trace = np.load(out / "trace.npz")
     assert sorted(trace.files) == ["indices", "iterations", "kendall_tau", "topk_intersection"]
     assert trace["indices"].dtype == np.int64 and trace["iterations"].dtype == np.int64
@@ -153,10 +156,13 @@ def test_ties_modes_change_only_the_intersection_of_tied_images(workspace, tmp_p
         rows[mode] = [r for r in _rows(out / "per_example.csv") if r["status"] == "attacked"]
         summary = json.loads((out / "summary.json").read_text())
         assert summary["ties"]["mode"] == mode and summary["ties"]["share_with_ties"] == 1.0
+        assert summary["ties"]["topk_intersection_index"]["n"] == summary["metrics"]["topk_intersection"]["n"]
     moved = 0
     for e, i in zip(rows["expected"], rows["index"], strict=True):
         assert int(e["topk_tied_slots"]) > 0 and e["topk_tied_slots"] == i["topk_tied_slots"]
         assert e["kendall_tau"] == i["kendall_tau"] and e["step"] == i["step"]  # the walk does not depend on it
+        # each run also records IN under the index tie-break, whatever its own mode
+        assert e["topk_intersection_index"] == i["topk_intersection_index"] == i["topk_intersection"]
         moved += e["topk_intersection"] != i["topk_intersection"]
         assert 0 <= float(e["topk_intersection"]) <= 1
     assert moved > 0
@@ -244,3 +250,20 @@ def test_no_saved_examples_still_writes_every_output(workspace, tmp_path):
         assert saved["indices"].shape == (0,) and saved["original"].shape == (0, 1, 8, 8)
         assert saved["saliency_attacked"].shape == (0, 64) and int(saved["height"]) == 8
     assert (out / "trace.npz").exists() and (out / "summary.json").exists()
+
+
+def test_attack_variant_runs_its_base_attack_at_its_settings(workspace, tmp_path):
+    """A config's attack variant equals its base attack with the same settings given by --set."""
+    cfg = tmp_path / "variants.yaml"
+    cfg.write_text("hyperparameters:\n  digits:\n    attack_variants:\n"
+                   "      topk_k4: {attack: topk, k_attack: 4, k_metric: 4}\n")
+    common = ["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"), "--dataset", "digits",
+              "--save-examples", "0", *ATTACK_SETTINGS, "--num-examples", "6"]
+    evaluate_cli.main([*common, "--attack", "topk_k4", "--config", str(cfg), "--out", str(tmp_path / "variant")])
+    evaluate_cli.main([*common, "--attack", "topk", "--set", "k_attack=4", "--set", "k_metric=4",
+                       "--out", str(tmp_path / "plain")])
+    variant = json.loads((tmp_path / "variant" / "summary.json").read_text())
+    plain = json.loads((tmp_path / "plain" / "summary.json").read_text())
+    assert (variant["attack"], variant["attack_name"], plain["attack_name"]) == ("topk", "topk_k4", "topk")
+    assert variant["settings"]["k_attack"] == variant["settings"]["k_metric"] == 4
+    assert _rows(tmp_path / "variant" / "per_example.csv") == _rows(tmp_path / "plain" / "per_example.csv")

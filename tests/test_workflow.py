@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml")
+CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml", "config/mnist_cpu.yaml")
 # What a copy of the workflow needs besides the installed package.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "dvc.yaml", "params.yaml", "data.dvc",
                   ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pyproject.toml",
@@ -92,7 +92,10 @@ def validated(config: dict) -> dict:
 @pytest.mark.parametrize("path", CONFIGS)
 def test_shipped_configs_are_valid(path):
     config = validated(yaml.safe_load((REPO / path).read_text()))
-    assert config["datasets"] and config["methods"] and config["attacks"] == ["topk"]
+    assert config["datasets"] and config["methods"] and config["attacks"][0] == "topk"
+    from attrrob import config as package_config
+
+    package_config.check_all_settings(REPO / path, config["datasets"], config["methods"], config["attacks"])
 
 
 def test_paper_grid_is_four_datasets_by_seven_methods_on_gpus():
@@ -188,6 +191,7 @@ EXPECTED_JOBS = {
     "config/config.yaml": (4, 7, 1),
     "config/quickstart.yaml": (1, 7, 1),
     "config/mnist_mirror.yaml": (1, 7, 1),
+    "config/mnist_cpu.yaml": (1, 5, 2),  # the paper's top-k attack and its topk_k75 variant
 }
 
 

@@ -15,6 +15,7 @@ import copy
 import functools
 import hashlib
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -29,6 +30,11 @@ ATTACKS = registry.ATTACKS
 ZERO_DIRECTION_MODES = ("random_sign", "stay")
 TIES_MODES = ("expected", "index")
 ALL = "all"  # num_examples: every test image (a number above the test-set size is an error)
+# hyperparameters.<dataset>.attack_variants.<name>: {attack: <registry attack>, <attack settings>}: one
+# attack at other settings, evaluated under its own name (results/.../attack_<name>/), so one config can
+# hold, e.g., the paper's top-k attack and one with a smaller k side by side.
+VARIANTS = "attack_variants"
+VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 # Value limits per settings section, as JSON-schema keywords (the schema mirrors them).
 _POSITIVE = {"exclusiveMinimum": 0}
@@ -160,9 +166,58 @@ def read_user_config(path: str | Path | None) -> dict:
         if isinstance(body, Mapping) and "input" in body:
             raise ConfigError(f"config file {path}: hyperparameters.{dataset}.input: the input shape is "
                               "fixed by the data set, not a setting; remove it")
+        body = dict(body) if isinstance(body, Mapping) else body
+        variants = body.pop(VARIANTS, None) if isinstance(body, Mapping) else None
         _check_against(body, _user_shape(_defaults()[dataset]), f"hyperparameters.{dataset}", path)
         _check_file_values(body, f"config file {path}: hyperparameters.{dataset}")
+        if variants is not None:
+            _check_variants(variants, dataset, f"config file {path}: hyperparameters.{dataset}.{VARIANTS}")
     return dict(hyper)
+
+
+def _check_variants(variants: Any, dataset: str, where: str) -> None:
+    """Each variant: a lower-case name that is no attack's, `attack:` a known attack, and attack settings."""
+    if not isinstance(variants, Mapping):
+        raise ConfigError(f"{where} must be a mapping of variant names to {{attack: NAME, <attack settings>}}")
+    shape = _section(dataset, "attack")
+    for name, body in variants.items():
+        here = f"{where}.{name}"
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ConfigError(f"{here}: a variant name is lower-case letters, digits and _ (≤ 40, a letter "
+                              "first); it names the results folder attack_<name>")
+        if name in ATTACKS:
+            raise ConfigError(f"{here}: '{name}' is an attack's own name; give the variant another name")
+        if not isinstance(body, Mapping) or "attack" not in body:
+            raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(ATTACKS)}>' and attack settings")
+        if body["attack"] not in ATTACKS:
+            raise ConfigError(f"{here}.attack: unknown attack {body['attack']!r} (known: {', '.join(ATTACKS)})")
+        for key, value in body.items():
+            if key == "attack":
+                continue
+            if key not in shape:
+                raise ConfigError(f"{here}.{key}: unknown attack setting (known: {', '.join(shape)})")
+            _check_scalar(value, shape[key], f"{here}.{key}")
+            check_value("attack", key, value, f"{here}.{key}")
+
+
+def attack_variants(dataset: str, config_path: str | Path | None = None) -> dict[str, dict]:
+    """The attack variants a config file defines for `dataset` ({} without a file)."""
+    body = read_user_config(config_path).get(dataset) or {}
+    return copy.deepcopy(dict(body.get(VARIANTS) or {}))
+
+
+def resolve_attack(dataset: str, name: str, config_path: str | Path | None = None) -> tuple[str, dict]:
+    """(the attack to run, the variant's own settings) for an attack name or a variant name."""
+    if name in ATTACKS:
+        return name, {}
+    variants = attack_variants(dataset, config_path)
+    if name not in variants:
+        where = f" or a variant of {dataset} in {config_path}" if config_path is not None else ""
+        known = ", ".join([*ATTACKS, *variants])
+        raise ConfigError(f"unknown attack '{name}': expected an attack{where} "
+                          f"(hyperparameters.{dataset}.{VARIANTS}); known: {known}")
+    settings = dict(variants[name])
+    return settings.pop("attack"), settings
 
 
 def _check_file_values(body: Mapping, where: str) -> None:
@@ -322,13 +377,18 @@ def accuracy_settings(dataset: str, config_path: str | Path | None = None, overr
     return settings
 
 
-def attack_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None) -> dict:
-    settings = _merged(dataset, "attack", config_path, overrides)
+def attack_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None,
+                    variant: str | None = None) -> dict:
+    """Attack settings: defaults, the config's `attack:`, the variant's own settings (when `variant` names
+    one of the config file's attack variants), then `overrides`."""
+    own = resolve_attack(dataset, variant, config_path)[1] if variant is not None else {}
+    settings = _merged(dataset, "attack", config_path, {**own, **(overrides or {})})
     shape = _section(dataset, "input")
     pixels = shape["height"] * shape["width"]
+    where = f"{dataset}.{VARIANTS}.{variant}" if own else f"{dataset}.attack"
     for key in ("k_attack", "k_metric"):
         if settings[key] > pixels:
-            raise ConfigError(f"{dataset}.attack.{key}: must be ≤ {pixels} (H·W = {shape['height']}·{shape['width']} "
+            raise ConfigError(f"{where}.{key}: must be ≤ {pixels} (H·W = {shape['height']}·{shape['width']} "
                               f"pixels of {dataset}), got {settings[key]}")
     return settings
 
@@ -337,15 +397,18 @@ def prepare_settings(dataset: str, config_path: str | Path | None = None, overri
     return _merged(dataset, "prepare", config_path, overrides)
 
 
-def check_all_settings(config_path: str | Path | None, datasets: Iterable[str], methods: Iterable[str]) -> None:
+def check_all_settings(config_path: str | Path | None, datasets: Iterable[str], methods: Iterable[str],
+                       attacks: Iterable[str] = ()) -> None:
     """Every setting the workflow's jobs will read, checked at once (the Snakefile calls this at parse
-    time, so `snakemake -n` fails on a bad value before any job starts)."""
-    methods = list(methods)
+    time, so `snakemake -n` fails on a bad value before any job starts). `attacks` may name variants."""
+    methods, attacks = list(methods), list(attacks)
     try:
         for dataset in datasets:
             prepare_settings(dataset, config_path)
             accuracy_settings(dataset, config_path)
             attack_settings(dataset, config_path)
+            for attack in attacks:
+                attack_settings(dataset, config_path, variant=attack)
             for method in methods:
                 train_settings(dataset, method, config_path)
     except ConfigError as exc:

@@ -28,7 +28,7 @@ from .errors import AttrrobError
 from .outputs import save_npz, write_csv, write_json
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
-                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots")
+                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots", "topk_intersection_index")
 ACCURACY_COLUMNS = ("index", "label", "natural_prediction", "adversarial_prediction", "autoattack_prediction")
 METRIC_NAMES = ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift", "linf")
 
@@ -317,13 +317,16 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
                                                       integral=integral, seed=seed, target=tb,
                                                       max_rows=plan.max_rows)
             values = {k: v.cpu() for k, v in result.metrics(k_metric, height, width, ties).items()}
+            # IN with ties broken by pixel index as well, whatever `ties` is: what the tie-break moves.
+            by_index = result.metrics(k_metric, height, width, "index")["topk_intersection"].cpu()
             tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
             trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
             for row, index in enumerate(batch):
                 per_image[index] = {name: float(values[name][row]) for name in METRIC_NAMES}
                 per_image[index].update(restart=int(result.restart[row]), step=int(result.step[row]),
                                         zero_direction=int(result.zero_direction[row]),
-                                        topk_tied_slots=int(tied[row]))
+                                        topk_tied_slots=int(tied[row]),
+                                        topk_intersection_index=float(by_index[row]))
                 traces[index] = (trace_tau[row], trace_in[row])
             room = save_examples - len(examples["indices"])
             if room > 0:
@@ -360,7 +363,8 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
                    "n_zero_direction": n_zero},
         "zero_direction_fraction": n_zero / len(attacked) if attacked else math.nan,
         "ties": {"mode": ties, "n_with_ties": n_tied,
-                 "share_with_ties": n_tied / len(attacked) if attacked else math.nan},
+                 "share_with_ties": n_tied / len(attacked) if attacked else math.nan,
+                 "topk_intersection_index": metrics.mean_ci([r["topk_intersection_index"] for r in attacked])},
         "metrics": {name: metrics.mean_ci([r[name] for r in attacked]) for name in METRIC_NAMES},
         "wall_time_s": wall,
         "images_per_s": len(attacked) / wall if wall > 0 else math.nan,

@@ -49,7 +49,9 @@ HYPERPARAMETERS_FILE = _hyperparameters_file()
 # Every setting the jobs will read, checked now: a bad value stops `snakemake -n` before any job.
 if attrrob_config is not None:
     try:
-        attrrob_config.check_all_settings(HYPERPARAMETERS_FILE, DATASETS, METHODS)
+        attrrob_config.check_all_settings(
+            HYPERPARAMETERS_FILE, DATASETS, METHODS, ATTACKS
+        )
     except ConfigError as exc:
         sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 # Shown in the reports' titles: which configuration produced them.
@@ -86,7 +88,11 @@ def accuracy_settings(wildcards):
 
 
 def attack_settings(wildcards):
-    return json.dumps(_overrides(wildcards).get("attack", {}), sort_keys=True)
+    # A variant's own settings (and its base attack, under "attack") on top of the config's.
+    overrides = _overrides(wildcards)
+    own = dict(overrides.get("attack", {}))
+    own.update(overrides.get("attack_variants", {}).get(wildcards.attack, {}))
+    return json.dumps(own, sort_keys=True)
 
 
 def steps_option(wildcards):

@@ -23,7 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", type=Path, required=True, help="model.pt written by 'attrrob train'")
     p.add_argument("--data", type=Path, required=True, help="prepared data file, data/prepared/<dataset>.npz")
     p.add_argument("--dataset", required=True, choices=config.datasets())
-    p.add_argument("--attack", required=True, choices=config.ATTACKS)
+    p.add_argument("--attack", required=True, metavar="NAME",
+                   help=f"{', '.join(config.ATTACKS)}, or the name of an attack variant of the --config file "
+                        f"(hyperparameters.<dataset>.{config.VARIANTS}.<name>: an attack at other settings)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     add_settings_options(p, "attack", "zero_direction=stay")
     p.add_argument("--num-examples", type=num_examples_option, default=None, metavar="N|all",
@@ -45,14 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings = config.attack_settings(args.dataset, args.config, overrides_from(args, num_examples=args.num_examples))
+    attack, _ = config.resolve_attack(args.dataset, args.attack, args.config)
+    settings = config.attack_settings(args.dataset, args.config, overrides_from(args, num_examples=args.num_examples),
+                                      variant=args.attack)
     if args.batch_images is not None and args.batch_images < 1:
         raise AttrrobError(f"--batch-images must be ≥ 1, got {args.batch_images}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
         raise AttrrobError(f"--memory-budget-gb must be positive, got {args.memory_budget_gb}")
     if args.save_examples < 0:
         raise AttrrobError(f"--save-examples must be ≥ 0, got {args.save_examples}")
-    if args.target is not None and args.attack != "targeted":
+    if args.target is not None and attack != "targeted":
         raise AttrrobError("--target is only used by the targeted attack; drop it or use --attack targeted")
     log = start_run(args, "evaluate")
 
@@ -66,14 +70,16 @@ def main(argv: list[str] | None = None) -> dict:
         x, y = load_split(args.data, "test", args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)
         log.info("evaluate %s attack on %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
-                 args.attack, args.dataset, meta["method"], args.model, meta["step"],
+                 args.attack if attack == args.attack else f"{args.attack} ({attack} variant)", args.dataset,
+                 meta["method"], args.model, meta["step"],
                  config.settings_digest(settings), device, torch_threads(), settings["num_examples"])
         outcome = evaluate_attack(
-            model, x, y, args.attack, settings, dataset=args.dataset, method=meta["method"], seed=args.seed,
+            model, x, y, attack, settings, dataset=args.dataset, method=meta["method"], seed=args.seed,
             target=target, batch_images=args.batch_images,
             memory_budget_bytes=None if args.memory_budget_gb is None else int(args.memory_budget_gb * (1 << 30)),
             save_examples=args.save_examples, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
+        outcome.summary["attack_name"] = args.attack  # the variant's name, or the attack's
         write_attack_outputs(args.out, outcome)
         summary = outcome.summary
         counts, found = summary["counts"], summary["metrics"]

@@ -62,7 +62,7 @@ METHOD_NAMES = {"natural": "Natural", "madry": "Madry PGD-AT", "ig_norm": "IG-NO
 
 PER_EXAMPLE_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau",
                        "spearman_rho", "mass_center_shift", "linf", "restart", "step", "zero_direction")
-OPTIONAL_PER_EXAMPLE_COLUMNS = ("topk_tied_slots",)  # newer evaluators; older files lack them
+OPTIONAL_PER_EXAMPLE_COLUMNS = ("topk_tied_slots", "topk_intersection_index")  # newer evaluators; older files lack them
 TRACE_ARRAYS = ("indices", "iterations", "kendall_tau", "topk_intersection")
 EXAMPLE_ARRAYS = ("indices", "labels", "original", "attacked", "saliency_original",
                   "saliency_attacked", "height", "width")
