@@ -177,7 +177,7 @@ OPTIONS = [
     ("evaluate", ["--memory-budget-gb", "0"], "--memory-budget-gb must be positive"),
     ("evaluate", ["--save-examples", "-1"], "--save-examples must be ≥ 0"),
     ("evaluate", ["--target", "{ws}/a_file"], "--target is only used by the targeted attack"),
-    ("evaluate", ["--attack", "saliency"], "argument --attack: invalid choice"),
+    ("evaluate", ["--attack", "saliency"], "unknown attack 'saliency': expected an attack"),
     ("evaluate", ["--threads", "-1"], "--threads must be ≥ 1"),
     ("evaluate-accuracy", ["--num-examples", "0"], "--set num_examples: must be ≥ 1, got 0"),
     ("evaluate-accuracy", ["--num-examples", "361"], "num_examples=361 exceeds the 360 test images"),
@@ -204,6 +204,10 @@ CONFIG_FILES = [
     ("evaluate", "ties.yaml=hyperparameters:\n  digits: {attack: {ties: first}}\n",
      "hyperparameters.digits.attack.ties: expected one of expected, index"),
     ("evaluate", "k.yaml=hyperparameters:\n  digits: {attack: {k_attack: 100}}\n", "k_attack: must be ≤ 64"),
+    ("evaluate", "variant.yaml=hyperparameters:\n  digits: {attack_variants: {topk: {attack: topk}}}\n",
+     "attack_variants.topk: 'topk' is an attack's own name"),
+    ("evaluate", "variant2.yaml=hyperparameters:\n  digits: {attack_variants: {small: {attack: topk, k_attack: 65}}}\n",
+     "digits.attack_variants.small.k_attack: must be ≤ 64"),
     ("evaluate-accuracy", "zero.yaml=hyperparameters:\n  digits: {accuracy: {num_examples: 0}}\n",
      "hyperparameters.digits.accuracy.num_examples: must be ≥ 1"),
     ("evaluate-accuracy", "big.yaml=hyperparameters:\n  digits: {accuracy: {num_examples: 5000}}\n",
@@ -242,6 +246,7 @@ PATHS = [
     ("train", ["--out", "{ws}/new/o3", "--checkpoint-dir", "{ws}/checkpoints/natural", "--steps", "1"],
      "is at step 2, beyond steps=1"),
     ("collect-results", [], "results directory {ws}/results_missing does not exist"),
+    ("collect-results", ["--attacks", "Top-K"], "'Top-K' is neither an attack"),
 ]
 CASES = TRAIN_SETS + ATTACK_SETS + ACCURACY_SETS + OPTIONS + CONFIG_FILES + PATHS
 

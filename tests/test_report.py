@@ -96,7 +96,9 @@ def _write_method(root: Path, dataset: str, method: str, seed: int, n_images: in
         "wall_time_s": 3.0, "images_per_s": 12.0, "device": "cpu"}
     if new:
         tied = int((done["topk_tied_slots"] > 0).sum())
-        summary["ties"] = {"mode": "expected", "n_with_ties": tied, "share_with_ties": tied / len(done)}
+        summary["ties"] = {"mode": "expected", "n_with_ties": tied, "share_with_ties": tied / len(done),
+                           "topk_intersection_index": _ci(done["topk_intersection"].to_numpy(float) + 0.01)}
+        summary["settings"].update(k_metric=100, iterations=10, ig_steps=20)
         # The kept criterion after t iterations: starts at 1 and never rises.
         iterations = np.arange(0, 11)
         drops = rng.uniform(0.0, 0.08, size=(len(done), len(iterations)))
@@ -275,6 +277,12 @@ def test_html_table_and_settings_text(results):
     counts = written[("mnist", "natural")]["attack"]["counts"]
     assert "`random_sign`" in settings
     assert f"{counts['n_zero_direction']} attacked images" in settings
+    # newer results: the attack's settings and IN under the index tie-break
+    assert "Attack `topk` (topk: k = 200, IN at k = 100, 10 iterations × 20 IG points)" in settings
+    mnist = table[(table["dataset"] == "mnist") & (table["method"] == "natural")].iloc[0]
+    assert mnist["IN_index_mean"] == pytest.approx(mnist["IN_mean"] + 0.01)
+    assert (f"IN {100 * mnist['IN_mean']:.2f}% (`expected`) vs {100 * mnist['IN_index_mean']:.2f}% with ties "
+            "broken by pixel index") in settings
     empty = report.collect_table(root, ["mnist"], ["sarkar"])
     assert "No `topk` attack results" in report.settings_markdown(empty)
     nothing = report.collect_table(root, [], METHODS)
@@ -846,3 +854,29 @@ def test_examples_of_length_zero_draw_no_grid():
              "saliency_original": np.zeros((0, 64), np.float32), "saliency_attacked": np.zeros((0, 64), np.float32),
              "height": 8, "width": 8}
     assert report.plot_example_grid({"natural": empty, "madry": None}, "digits") is None
+
+
+def test_regularizer_magnitudes_from_training_logs():
+    steps = np.arange(50, 1001, 50)  # 20 logged steps: the windows are the first and last 2
+    cacr = np.linspace(-1e-6, -3e-6, len(steps))
+    wacr = np.linspace(40.0, 4.0, len(steps))
+    logs = {"natural": pd.DataFrame({"step": steps, "ce": 1.0, "total": 1.0}),
+            "sarkar": pd.DataFrame({"step": steps, "ce": 9.0, "cacr": cacr, "wacr": wacr, "total": 1.0}),
+            "ig_sum_norm": pd.DataFrame({"step": steps, "ce": 5.0, "ig_l1": 50.0, "total": 1.0}),
+            "madry": None}
+    settings = {"sarkar": {"lam": 0.1}, "ig_sum_norm": {"beta": 0.1, "lam": 7.0}}
+    frame = report.regularizer_magnitudes(logs, settings)
+    assert list(frame["method"]) == ["sarkar", "sarkar", "ig_sum_norm"]
+    cacr_row, wacr_row, ig_row = (frame.iloc[i] for i in range(3))
+    assert cacr_row["start"] == pytest.approx(cacr[:2].mean()) and cacr_row["end"] == pytest.approx(cacr[-2:].mean())
+    assert wacr_row["min"] == pytest.approx(4.0) and wacr_row["max"] == pytest.approx(40.0)
+    ratio = abs(cacr[-2:].mean()) / wacr[-2:].mean()
+    assert cacr_row["cacr_over_wacr_end"] == pytest.approx(ratio) == wacr_row["cacr_over_wacr_end"]
+    share = 0.1 * wacr[-2:].mean() / (9.0 + 0.1 * wacr[-2:].mean())
+    assert wacr_row["weighted_share_end"] == pytest.approx(share)
+    # ig_sum_norm is weighed by β, not by λ
+    assert (ig_row["weight_name"], ig_row["weight"]) == ("β", 0.1)
+    assert ig_row["weighted_share_end"] == pytest.approx(5.0 / 10.0) and math.isnan(ig_row["cacr_over_wacr_end"])
+    html = report.regularizer_html(frame)
+    assert html.count("<tr>") == 4 and "R_CACR" in html and "λ = 0.1" in html and "β = 0.1" in html
+    assert "No method" in report.regularizer_html(report.regularizer_magnitudes({"natural": logs["natural"]}, {}))

@@ -198,6 +198,16 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
                 raise ConfigError(f"{here}.{key}: unknown attack setting (known: {', '.join(shape)})")
             _check_scalar(value, shape[key], f"{here}.{key}")
             check_value("attack", key, value, f"{here}.{key}")
+        _check_k_within_image(body, dataset, here)
+
+
+def _check_k_within_image(settings: Mapping, dataset: str, where: str) -> None:
+    shape = _section(dataset, "input")
+    pixels = shape["height"] * shape["width"]
+    for key in ("k_attack", "k_metric"):
+        if key in settings and settings[key] > pixels:
+            raise ConfigError(f"{where}.{key}: must be ≤ {pixels} (H·W = {shape['height']}·{shape['width']} "
+                              f"pixels of {dataset}), got {settings[key]}")
 
 
 def attack_variants(dataset: str, config_path: str | Path | None = None) -> dict[str, dict]:
@@ -383,13 +393,7 @@ def attack_settings(dataset: str, config_path: str | Path | None = None, overrid
     one of the config file's attack variants), then `overrides`."""
     own = resolve_attack(dataset, variant, config_path)[1] if variant is not None else {}
     settings = _merged(dataset, "attack", config_path, {**own, **(overrides or {})})
-    shape = _section(dataset, "input")
-    pixels = shape["height"] * shape["width"]
-    where = f"{dataset}.{VARIANTS}.{variant}" if own else f"{dataset}.attack"
-    for key in ("k_attack", "k_metric"):
-        if settings[key] > pixels:
-            raise ConfigError(f"{where}.{key}: must be ≤ {pixels} (H·W = {shape['height']}·{shape['width']} "
-                              f"pixels of {dataset}), got {settings[key]}")
+    _check_k_within_image(settings, dataset, f"{dataset}.{VARIANTS}.{variant}" if own else f"{dataset}.attack")
     return settings
 
 

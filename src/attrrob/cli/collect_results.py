@@ -54,7 +54,8 @@ def tables(results_dir, datasets, methods, attacks) -> str:
     pairs = [(a, b) for a, b in PAIRED if a in methods and b in methods]
     for attack in attacks:
         table = report.collect_table(results_dir, datasets, methods, attack)
-        heading = f"Attack: {attack}\n\n" if len(attacks) > 1 else ""
+        described = report.attack_description(table.iloc[0]) if len(table) else ""
+        heading = f"Attack: `{attack}`{described}\n\n" if len(attacks) > 1 else ""
         text = heading + report.markdown_table(table)
         if pairs:
             paired = report.paired_comparison(results_dir, datasets, pairs, attack)
@@ -81,6 +82,13 @@ def fill_readme(readme: Path, table: str) -> None:
     outputs.write_text(readme, filled)
 
 
+def _attack_name(text: str) -> str:
+    if text in attrrob_config.ATTACKS or attrrob_config.VARIANT_NAME.fullmatch(text):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r} is neither an attack ({', '.join(attrrob_config.ATTACKS)}) nor a "
+                                     "variant name (lower-case letters, digits and _)")
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="attrrob collect-results", description=__doc__.splitlines()[0])
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--datasets", nargs="+", required=True, choices=attrrob_config.datasets())
     parser.add_argument("--methods", nargs="+", default=list(attrrob_config.METHODS),
                         choices=attrrob_config.METHODS)
-    parser.add_argument("--attacks", nargs="+", default=["topk"], choices=attrrob_config.ATTACKS)
+    parser.add_argument("--attacks", nargs="+", default=["topk"], type=_attack_name, metavar="ATTACK",
+                        help="attacks or attack variants whose results (attack_<name>/) to collect")
     parser.add_argument("--metrics", type=Path, help="write the metrics JSON here")
     parser.add_argument("--table", type=Path, help="write the Markdown table(s) here")
     parser.add_argument("--curves", type=Path, help="write training-curve CSVs into this folder")

@@ -175,8 +175,10 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
     for the published metrics, K_published (NaN where the source has none) and K_published_text;
     source (citation of the row's published values, "" if none); accuracy_found, attack_found;
     zero_direction, zero_direction_fraction, n_total, n_attacked, n_skipped, n_zero_direction;
-    ties_mode ("" for results without tie counts), ties_share (NaN there), eps_accuracy, eps_attack
-    (the ε of each summary's settings, NaN where not recorded).
+    ties_mode ("" for results without tie counts), ties_share (NaN there), IN_index_mean (mean IN under
+    the index tie-break, NaN for results without it); base_attack (the attack a variant runs), k_attack,
+    k_metric, iterations, ig_steps; eps_accuracy, eps_attack (the ε of each summary's settings, NaN
+    where not recorded).
     """
     methods = list(methods)
     rows = []
@@ -208,6 +210,11 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
             ties = (attacked or {}).get("ties") or {}
             row["ties_mode"] = ties.get("mode") or ""
             row["ties_share"] = _number(ties.get("share_with_ties"))
+            row["IN_index_mean"] = _number((ties.get("topk_intersection_index") or {}).get("mean"))
+            attack_settings = (attacked or {}).get("settings") or {}
+            row["base_attack"] = (attacked or {}).get("attack") or ""
+            for key in ("k_attack", "k_metric", "iterations", "ig_steps"):
+                row[key] = _number(attack_settings.get(key))
             row["eps_accuracy"] = _eps((accuracy or {}).get("settings"))
             row["eps_attack"] = _eps((attacked or {}).get("settings"))
             rows.append(row)
@@ -232,7 +239,8 @@ def _table_columns() -> list[str]:
             columns += [f"{metric.key}_published", f"{metric.key}_published_text"]
     return columns + ["source", "zero_direction", "zero_direction_fraction",
                       "n_total", "n_attacked", "n_skipped", "n_zero_direction",
-                      "ties_mode", "ties_share", "eps_accuracy", "eps_attack"]
+                      "ties_mode", "ties_share", "IN_index_mean", "base_attack", "k_attack", "k_metric",
+                      "iterations", "ig_steps", "eps_accuracy", "eps_attack"]
 
 
 def _fmt(value: float, percent: bool) -> str:
@@ -277,6 +285,7 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     sources: list[str] = []
     out = []
     autoattack, ties = _has_autoattack(df), _has_ties(df)
+    by_index = bool(len(df)) and bool(df["IN_index_mean"].notna().any())
     for _, row in df.iterrows():
         cells = {"Data set": dataset_name(row["dataset"]), "Method": method_name(row["method"])}
         for metric in METRICS.values():
@@ -301,11 +310,15 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             if ties:
                 tie_share = "n/a" if _isnan(row["ties_share"]) else f"{100 * row['ties_share']:.1f}%"
                 cells["Top-k ties (share)"] = f"{row['ties_mode']}: {tie_share}" if row["ties_mode"] else "not recorded"
+            if by_index:
+                cells[_IN_INDEX_LABEL] = "–" if _isnan(row["IN_index_mean"]) else f"{100 * row['IN_index_mean']:.2f}"
         else:
             cells["Attacked / evaluated"] = MISSING
             cells["Zero direction (setting: share)"] = MISSING
             if ties:
                 cells["Top-k ties (share)"] = MISSING
+            if by_index:
+                cells[_IN_INDEX_LABEL] = MISSING
         out.append(cells)
     columns = ["Data set", "Method"]
     for metric in METRICS.values():
@@ -315,7 +328,12 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if metric.key == "AA" and autoattack:
             columns.append(AUTOATTACK.label)
     columns += ["Attacked / evaluated", "Zero direction (setting: share)"] + (["Top-k ties (share)"] if ties else [])
+    columns += [_IN_INDEX_LABEL] if by_index else []
     return pd.DataFrame(out, columns=columns), sources
+
+
+# IN recomputed with ties broken by pixel index (the kind of tie-break the reference's sort makes).
+_IN_INDEX_LABEL = "IN (%), ties by index"
 
 
 def _int(value: float) -> str:
@@ -524,18 +542,36 @@ def settings_markdown(df: pd.DataFrame) -> str:
         if row["ties_mode"]:
             tie_share = "n/a" if _isnan(row["ties_share"]) else f"{100 * row['ties_share']:.1f}%"
             ties = f"; top-k ties (`{row['ties_mode']}`) in {tie_share} of the original maps"
+            if not _isnan(row["IN_index_mean"]) and not _isnan(row["IN_mean"]):
+                ties += (f"; IN {100 * row['IN_mean']:.2f}% (`{row['ties_mode']}`) vs "
+                         f"{100 * row['IN_index_mean']:.2f}% with ties broken by pixel index")
         lines.append(f"- {dataset_name(row['dataset'])}, {method_name(row['method'])}: {accuracy}attack on "
                      f"{_int(row['n_total'])} test images, {_int(row['n_attacked'])} attacked "
                      f"(correctly classified), {_int(row['n_skipped'])} skipped; zero-direction setting "
                      f"`{row['zero_direction']}`; {_int(row['n_zero_direction'])} attacked images "
                      f"({share}) met an exactly zero attack direction{ties}.")
     settings = sorted(set(found["zero_direction"]))
-    head = (f"Attack `{found['attack'].iloc[0]}`, zero-direction setting: "
+    head = (f"Attack `{found['attack'].iloc[0]}`{attack_description(found.iloc[0])}, zero-direction setting: "
             + ", ".join(f"`{s}`" for s in settings)
             + ". `random_sign` takes a seeded random-sign step where the attack direction is exactly "
               "zero (what RAR's code does in effect); `stay` leaves such an image in place, so it "
               "scores IN = τ = ρ = 1.")
     return head + "\n\n" + "\n".join(lines)
+
+
+def attack_description(row: Mapping[str, Any]) -> str:
+    """` (topk: k = 75, IN at k = 75, 20 iterations × 10 IG points)` from a table row ("" if unknown)."""
+    base = row.get("base_attack") or ""
+    if not base:
+        return ""
+    parts = []
+    if base in ("topk", "targeted") and not _isnan(row.get("k_attack", math.nan)):
+        parts.append(f"k = {_int(row['k_attack'])}")
+    if not _isnan(row.get("k_metric", math.nan)):
+        parts.append(f"IN at k = {_int(row['k_metric'])}")
+    if not _isnan(row.get("iterations", math.nan)) and not _isnan(row.get("ig_steps", math.nan)):
+        parts.append(f"{_int(row['iterations'])} iterations × {_int(row['ig_steps'])} IG points")
+    return f" ({base}: {', '.join(parts)})" if parts else f" ({base})"
 
 
 def unchanged_images(per_example: pd.DataFrame | None, zero_direction_setting: str) -> dict:
@@ -649,3 +685,83 @@ def markdown_html(text: str) -> str:
         elif lines:
             out.append(f"<p>{inline(' '.join(lines))}</p>")
     return "".join(out)
+
+
+# --------------------------------------------------------------------------- regulariser magnitudes
+
+REGULARIZER_TERMS = (("cacr", "R_CACR"), ("wacr", "R_WACR"), ("ig_l1", "‖IG‖₁"))
+_WEIGHT_OF_TERM = {"ig_norm": "lam", "ig_sum_norm": "beta"}  # the sarkar variants weigh both R by lam
+
+
+def _window_mean(values: pd.Series, first: bool, share: float = 0.1) -> float:
+    """Mean of the first (or last) `share` of the logged values, at least one row."""
+    n = max(1, int(math.ceil(share * len(values))))
+    part = values.iloc[:n] if first else values.iloc[-n:]
+    return float(part.mean())
+
+
+def regularizer_magnitudes(logs: Mapping[str, pd.DataFrame | None],
+                           settings: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
+    """Per method and regulariser term of its training log: the term's logged value (unweighted, batch
+    sum) at the start and end of training (means over the first and last 10% of logged steps), its
+    weight, its weighted share of the loss at the end (|weight × term| / (CE + |weight × term|)), and,
+    for the Sarkar variants, |R_CACR| / |R_WACR| at the end. Methods without such terms have no row."""
+    rows = []
+    for method, log in logs.items():
+        if log is None or not len(log):
+            continue
+        weight_key = _WEIGHT_OF_TERM.get(method, "lam")
+        weight = _number(((settings or {}).get(method) or {}).get(weight_key))
+        ends = {}
+        for term, label in REGULARIZER_TERMS:
+            if term not in log.columns:
+                continue
+            values = pd.to_numeric(log[term], errors="coerce").dropna()
+            if values.empty:
+                continue
+            ends[term] = _window_mean(values, first=False)
+            ce_end = _window_mean(pd.to_numeric(log["ce"], errors="coerce").dropna(), first=False) \
+                if "ce" in log.columns else math.nan
+            weighted = abs(weight * ends[term]) if not _isnan(weight) else math.nan
+            rows.append({"method": method, "term": label, "steps": int(log["step"].iloc[-1]),
+                         "start": _window_mean(values, first=True), "end": ends[term],
+                         "min": float(values.min()), "max": float(values.max()),
+                         "weight_name": {"lam": "λ", "beta": "β"}[weight_key], "weight": weight,
+                         "weighted_share_end": weighted / (abs(ce_end) + weighted)
+                         if not (_isnan(weighted) or _isnan(ce_end)) and abs(ce_end) + weighted > 0 else math.nan})
+        if "cacr" in ends and "wacr" in ends:
+            ratio = abs(ends["cacr"]) / abs(ends["wacr"]) if ends["wacr"] else math.inf
+            for row in rows[-2:]:
+                row["cacr_over_wacr_end"] = ratio
+    columns = ["method", "term", "steps", "start", "end", "min", "max", "weight_name", "weight",
+               "weighted_share_end", "cacr_over_wacr_end"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _sci(value: float) -> str:
+    if _isnan(value):
+        return "–"
+    return f"{value:.3g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
+
+
+def regularizer_html(frame: pd.DataFrame) -> str:
+    """`regularizer_magnitudes` as an HTML table with a note on what the numbers are."""
+    if frame.empty:
+        return "<p class='note'>No method of these results logs a regulariser term.</p>"
+    head = ("<tr><th>method</th><th>term</th><th>start</th><th>end</th><th>range over training</th>"
+            "<th>weight</th><th>weighted share of the loss at the end</th><th>|R_CACR| / |R_WACR| at the end</th></tr>")
+    body = []
+    for _, row in frame.iterrows():
+        share = row["weighted_share_end"]
+        body.append(
+            f"<tr><td>{html.escape(method_name(row['method']))}</td><td>{html.escape(row['term'])}</td>"
+            f"<td>{_sci(row['start'])}</td><td>{_sci(row['end'])}</td>"
+            f"<td>{_sci(row['min'])} to {_sci(row['max'])}</td>"
+            f"<td>{row['weight_name']} = {_sci(row['weight'])}</td>"
+            f"<td>{'–' if _isnan(share) else f'{100 * share:.2g}%'}</td>"
+            f"<td>{_sci(row['cacr_over_wacr_end'])}</td></tr>")
+    note = ("<p class='note'>Logged values are unweighted batch sums (the loss multiplies them by the weight); "
+            "start and end are means over the first and last 10% of the logged steps; the weighted share is "
+            "|weight × term| / (CE + |weight × term|) at the end. A share near 0% means the term barely moves "
+            "the weights, whatever its sign.</p>")
+    return f"<table class='attrrob-compute'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>{note}"
