@@ -207,6 +207,51 @@ def _pct(ci: dict) -> str:
     return f"{100 * ci['mean']:.1f} [{100 * ci['ci_low']:.1f}, {100 * ci['ci_high']:.1f}]"
 
 
+def record_run(args: argparse.Namespace) -> None:
+    """The workflow run at the chosen budget: per job, Snakemake's benchmark wall and CPU seconds
+    (results/benchmarks/<rule>/<wildcards>.tsv), each training's steps and s/step, and the whole run's
+    elapsed wall time (between --started and --ended, epoch seconds, summed over invocations)."""
+    workflow = args.workflow
+    jobs = []
+    for tsv in sorted((workflow / "results" / "benchmarks").rglob("*.tsv")):
+        header, *rows = [line.split("\t") for line in tsv.read_text(encoding="utf-8").splitlines() if line.strip()]
+        values = dict(zip(header, rows[-1]))
+        parts = tsv.relative_to(workflow / "results" / "benchmarks").with_suffix("").parts
+        jobs.append({"rule": parts[0], "wildcards": "/".join(parts[1:]), "wall_s": float(values["s"]),
+                     "cpu_s": float(values["cpu_time"]), "mean_load_percent": float(values["mean_load"])})
+    training = {}
+    for metrics_file in sorted((workflow / "results").glob("*/*/train_metrics.json")):
+        m = json.loads(metrics_file.read_text(encoding="utf-8"))
+        settings = m["settings"]
+        training[f"{m['dataset']}/{m['method']}"] = {
+            "steps": settings["steps"], "m": settings["m"], "approx_factor": settings["approx_factor"],
+            "pgd_steps": settings["pgd_steps"], "wall_time_s": m["wall_time_s"],
+            "seconds_per_step": m["wall_time_s"] / settings["steps"]}
+    spans = [(float(a), float(b)) for a, b in zip(args.started, args.ended, strict=True)]
+    payload = {"config": str(args.config), "jobs": jobs, "training": training,
+               "invocations_wall_s": [b - a for a, b in spans], "elapsed_wall_s": sum(b - a for a, b in spans),
+               "jobs_cpu_s": sum(j["cpu_s"] for j in jobs), "load_average_at_end": _load(),
+               "note": args.note, "machine": _machine()}
+    _write(args.results / "run.json", payload)
+    print(f"wrote {args.results / 'run.json'}: {len(jobs)} jobs, elapsed {payload['elapsed_wall_s'] / 60:.1f} min")
+
+
+def _render_run(run: dict) -> list[str]:
+    lines = [f"The workflow at this budget (`snakemake all --cores 2 --configfile {run['config']}`), per job "
+             "(Snakemake's benchmark files: wall and CPU seconds of the job's process tree):", "",
+             "| job | wall | CPU time | s per training step |", "|---|---:|---:|---:|"]
+    for job in run["jobs"]:
+        per_step = run["training"].get(job["wildcards"], {}).get("seconds_per_step") if job["rule"] == "train" else None
+        lines.append(f"| {job['rule']} {job['wildcards']} | {job['wall_s'] / 60:.1f} min | {job['cpu_s'] / 60:.1f} min | "
+                     f"{'' if per_step is None else f'{per_step:.2f}'} |")
+    lines += ["", f"All jobs: {run['jobs_cpu_s'] / 3600:.2f} CPU-hours; the whole run took "
+              f"{run['elapsed_wall_s'] / 3600:.2f} h of wall time on 2 cores ("
+              + " + ".join(f"{s / 60:.0f} min" for s in run["invocations_wall_s"])
+              + f" over {len(run['invocations_wall_s'])} invocation(s)); load average at the end "
+              f"{' / '.join(map(str, run['load_average_at_end']))}. {run.get('note') or ''}".rstrip(), ""]
+    return lines
+
+
 def render(args: argparse.Namespace) -> None:
     lines = ["# Training budgets for one CPU",
              "",
@@ -288,6 +333,10 @@ def render(args: argparse.Namespace) -> None:
                       f"k = {s['small_k']['k']} ({s['small_k']['rule']}; {100 * s['small_k']['share_with_support_above_k']:.1f}% "
                       "of the test images have a larger support). Chosen from this distribution alone, not from results.", ""]
             sources.append(str(support_file))
+        run_file = folder / "run.json"
+        if run_file.exists():
+            lines += _render_run(json.loads(run_file.read_text(encoding="utf-8")))
+            sources.append(str(run_file))
         lines += ["Sources: " + ", ".join(f"`{x}`" for x in sources) + ".", ""]
     out = Path(args.out)
     out.write_text("\n".join(lines), encoding="utf-8")
@@ -316,11 +365,19 @@ def main(argv: list[str] | None = None) -> None:
         if name == "timing":
             q.add_argument("--timing-steps", type=int, default=20)
             q.add_argument("--methods", nargs="*", default=None)
+    w = sub.add_parser("record-run", help="record the workflow run at the chosen budget (after it finished)")
+    w.add_argument("--workflow", type=Path, required=True, help="the folder the workflow ran in")
+    w.add_argument("--config", type=Path, required=True)
+    w.add_argument("--results", type=Path, required=True, help="folder of the result JSON files")
+    w.add_argument("--started", nargs="+", required=True, help="epoch seconds each invocation started")
+    w.add_argument("--ended", nargs="+", required=True, help="epoch seconds each invocation ended")
+    w.add_argument("--note", default="", help="one sentence on how the run went (interruptions, load)")
     r = sub.add_parser("render")
     r.add_argument("--results", type=Path, nargs="+", required=True)
     r.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    {"search": search, "timing": timing, "support": support, "render": render}[args.command](args)
+    {"search": search, "timing": timing, "support": support, "record-run": record_run,
+     "render": render}[args.command](args)
 
 
 if __name__ == "__main__":
