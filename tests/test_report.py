@@ -880,3 +880,25 @@ def test_regularizer_magnitudes_from_training_logs():
     html = report.regularizer_html(frame)
     assert html.count("<tr>") == 4 and "R_CACR" in html and "λ = 0.1" in html and "β = 0.1" in html
     assert "No method" in report.regularizer_html(report.regularizer_magnitudes({"natural": logs["natural"]}, {}))
+
+
+def test_published_numbers_only_beside_results_of_the_papers_protocol(tmp_path):
+    root = tmp_path / "results"
+    _write_method(root, "mnist", "ig_norm", seed=3, new=True)
+    table = report.collect_table(root, ["mnist"], ["ig_norm"])
+    assert table.iloc[0]["IN_published"] == pytest.approx(0.7136) and table.iloc[0]["protocol_differs"] == ""
+    # the same results evaluated at ε = 0.1 (the protocol: 0.3), and attacked with k = 75
+    for kind, extra in (("accuracy", {"eps": 0.1}), ("attack_topk", {"eps": 0.1, "k_attack": 75})):
+        path = root / "mnist" / "ig_norm" / kind / "summary.json"
+        doc = json.loads(path.read_text())
+        doc["settings"].update(extra)
+        path.write_text(json.dumps(doc))
+    table = report.collect_table(root, ["mnist"], ["ig_norm"])
+    row = table.iloc[0]
+    assert all(math.isnan(row[f"{key}_published"]) for key in ("NA", "AA", "IN", "CO"))
+    assert row["protocol_differs"] == "ε 0.1 (protocol 0.3); ε 0.1 (protocol 0.3); k_attack 75 (protocol 200)"
+    note = "MNIST: evaluated off the paper's protocol (k_attack 75 (protocol 200), ε 0.1 (protocol 0.3))"
+    assert note in report.markdown_table(table) and "71.36" not in report.markdown_table(table)
+    import html as html_module
+
+    assert note in html_module.unescape(report.paper_table_html(table))

@@ -166,6 +166,26 @@ def delta_html(frame: pd.DataFrame, methods: Sequence[str], datasets: Sequence[s
 
 # --------------------------------------------------------------------------- the table
 
+# The settings that define the paper's protocol: a result at other values is not comparable with a
+# published number (an AA at ε = 0.1 is not the AA at ε = 0.3).
+_PROTOCOL_KEYS = {"accuracy": ("eps",), "attack": ("eps", "k_attack", "k_metric")}
+
+
+def protocol_differences(dataset: str, accuracy: Mapping | None, attacked: Mapping | None) -> dict[str, list[str]]:
+    """Per result kind ("accuracy", "attack"), how its recorded settings differ from the paper's protocol
+    (the package defaults), e.g. ["ε 0.1 (protocol 0.3)"]; empty where they agree or were not recorded."""
+    from ..config import accuracy_settings, attack_settings
+
+    protocol = {"accuracy": accuracy_settings(dataset), "attack": attack_settings(dataset)}
+    out: dict[str, list[str]] = {}
+    for kind, result in (("accuracy", accuracy), ("attack", attacked)):
+        recorded = (result or {}).get("settings") or {}
+        out[kind] = [f"{'ε' if key == 'eps' else key} {recorded[key]:g} (protocol {protocol[kind][key]:g})"
+                     for key in _PROTOCOL_KEYS[kind]
+                     if isinstance(recorded.get(key), (int, float)) and not math.isclose(recorded[key], protocol[kind][key])]
+    return out
+
+
 def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
                   attack: str = "topk") -> pd.DataFrame:
     """One row per dataset × method (in the order given), reproduced values beside published ones.
@@ -178,7 +198,8 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
     ties_mode ("" for results without tie counts), ties_share (NaN there), IN_index_mean (mean IN under
     the index tie-break, NaN for results without it); base_attack (the attack a variant runs), k_attack,
     k_metric, iterations, ig_steps; eps_accuracy, eps_attack (the ε of each summary's settings, NaN
-    where not recorded).
+    where not recorded); protocol_differs (how the settings differ from the paper's protocol; published
+    values are left out of such rows).
     """
     methods = list(methods)
     rows = []
@@ -189,6 +210,8 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
             row: dict[str, Any] = {"dataset": dataset, "method": method, "attack": attack,
                                    "accuracy_found": accuracy is not None, "attack_found": attacked is not None}
             sources = []
+            differs = protocol_differences(dataset, accuracy, attacked)
+            row["protocol_differs"] = "; ".join(differs["accuracy"] + differs["attack"])
             for metric in (*METRICS.values(), AUTOATTACK):
                 found = (accuracy if metric.source == "accuracy"
                          else (attacked or {}).get("metrics"))
@@ -196,7 +219,8 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
                 for field in _CI_FIELDS:
                     row[f"{metric.key}_{field}"] = _number(entry.get(field))
                 if metric.published:
-                    published = published_value(dataset, method, metric.key)
+                    # A published number stands beside a reproduced one only under the same protocol.
+                    published = None if differs[metric.source] else published_value(dataset, method, metric.key)
                     row[f"{metric.key}_published"] = published.value if published else math.nan
                     row[f"{metric.key}_published_text"] = published.text if published else ""
                     if published and published.source not in sources:
@@ -240,7 +264,7 @@ def _table_columns() -> list[str]:
     return columns + ["source", "zero_direction", "zero_direction_fraction",
                       "n_total", "n_attacked", "n_skipped", "n_zero_direction",
                       "ties_mode", "ties_share", "IN_index_mean", "base_attack", "k_attack", "k_metric",
-                      "iterations", "ig_steps", "eps_accuracy", "eps_attack"]
+                      "iterations", "ig_steps", "eps_accuracy", "eps_attack", "protocol_differs"]
 
 
 def _fmt(value: float, percent: bool) -> str:
@@ -345,6 +369,19 @@ _TABLE_NOTE = ("Reproduced: mean [95% CI]; NA and AA over the evaluated test ima
                f"Published: {NO_PUBLISHED} where the source has no number; \"missing\": no result file yet.")
 
 
+def protocol_notes(df: pd.DataFrame) -> list[str]:
+    """One sentence per data set whose results were evaluated off the paper's protocol (their published
+    numbers are left out)."""
+    notes = []
+    if not len(df) or "protocol_differs" not in df.columns:
+        return notes
+    for dataset, rows in df[df["protocol_differs"] != ""].groupby("dataset", sort=False):
+        differences = sorted(set("; ".join(rows["protocol_differs"]).split("; ")))
+        notes.append(f"{dataset_name(dataset)}: evaluated off the paper's protocol ({', '.join(differences)}), so "
+                     "no published number stands beside these results: they are not comparable.")
+    return notes
+
+
 def _sources_lines(sources: list[str]) -> list[str]:
     return [f"[{i}] {source}" for i, source in enumerate(sources, 1)]
 
@@ -365,6 +402,8 @@ def markdown_table(df: pd.DataFrame, sources: bool = True) -> str:
         flags = autoattack_flags(df)
         if flags:
             text += "\n" + "\n".join(f"- {flag}" for flag in flags) + "\n"
+        for note in protocol_notes(df):
+            text += f"\n{note}\n"
         if cited:
             text += "\n" + "\n".join(f"{line}  " for line in _sources_lines(cited)) + "\n"
     return text
@@ -472,6 +511,7 @@ def paper_table_html(df: pd.DataFrame) -> str:
         notes.append("AA under AutoAttack: not run for " + ", ".join(no_autoattack) + " (PGD AA only).")
     if empty_sets:
         notes.append("No results yet for " + ", ".join(empty_sets) + ".")
+    notes += protocol_notes(df)
     notes += _sources_lines(sources)
     flags = autoattack_flags(df)
     flag_html = "".join(f"<p class='flag'>⚠ {html.escape(f)}</p>" for f in flags)
