@@ -67,6 +67,8 @@ def test_mnist_cnn_surrogate_uses_it_with_unchanged_values(monkeypatch):
     fast = model(x, smooth=True)
     monkeypatch.setattr(activations, "softplus", F.softplus)
     reference = model(x, smooth=True)
-    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5)
+    # float32 through conv, pool and a 3136x1024 FC: the two softplus formulas' last-bit differences
+    # grow to ~2e-5 in the logits on some CPUs (measured 1.5e-5); a wrong formula is off by far more.
+    torch.testing.assert_close(fast, reference, rtol=1e-4, atol=1e-4)
     monkeypatch.setattr(activations, "softplus", lambda t: pytest.fail("not the surrogate's activation"))
     model(x)  # the real network does not touch it

@@ -304,7 +304,8 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
     Reproduced cells read "mean [95% CI]" (percentages for NA, AA, IN); "missing" where the result
     file does not exist; published cells carry the printed number and a source mark, or a dash.
-    The AutoAttack column and the tie share appear only where some row has them.
+    The AutoAttack column and the tie share appear only where some row has them; a published column
+    only where some row has a published number.
     """
     sources: list[str] = []
     out = []
@@ -353,7 +354,10 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             columns.append(AUTOATTACK.label)
     columns += ["Attacked / evaluated", "Zero direction (setting: share)"] + (["Top-k ties (share)"] if ties else [])
     columns += [_IN_INDEX_LABEL] if by_index else []
-    return pd.DataFrame(out, columns=columns), sources
+    shown = pd.DataFrame(out, columns=columns)
+    # A published column with no number in any row says nothing: leave it out.
+    empty = [c for c in columns if c.endswith(" published") and len(shown) and (shown[c] == NO_PUBLISHED).all()]
+    return shown.drop(columns=empty), sources
 
 
 # IN recomputed with ties broken by pixel index (the kind of tie-break the reference's sort makes).
