@@ -765,8 +765,10 @@ def test_collect_timings_reads_recorded_costs_and_shows_human_units(results):
         "5,080", "12.0", "250", "1,234,567", "–"]
     html = report.timings_html(timings.assign(train_wall_time_s=5400.0, train_steps=25000), ["topk", "random"])
     assert "<td>1.5 h</td>" in html and "<td>25,000</td>" in html and "<td>500</td>" in html
+    assert "<td>3.0 s<div class='ci'>12.0 images/s</div></td>" in html  # topk: time, rate below it
     assert "e+0" not in html and "Data set" in html  # two data sets: a data-set column
     assert "<td>–</td>" in html  # no random attack was run
+    assert "<th>topk attack</th><th>random attack</th>" in html
 
 
 def test_reports_only_read_results():

@@ -689,8 +689,9 @@ def timings_html(timings: pd.DataFrame, attacks: Sequence[str]) -> str:
     several = timings["dataset"].nunique() > 1
     head = (["Data set"] if several else []) + ["Method", "Training steps", "Training time", "Training examples/s",
                                                 "NA + AA evaluation"]
-    for attack in attacks:
-        head += [f"{attack} attack time", f"{attack} attack images/s"]
+    # One column per attack (time, then images/s below it): with several attacks, two columns each
+    # made the table wider than a page.
+    head += [f"{attack} attack" for attack in attacks]
     head.append("Device")
     body = []
     for _, row in timings.iterrows():
@@ -699,10 +700,14 @@ def timings_html(timings: pd.DataFrame, attacks: Sequence[str]) -> str:
         cells += [NO_PUBLISHED if _isnan(steps) or steps is None else f"{int(steps):,}",
                   format_duration(row["train_wall_time_s"]), format_rate(row["train_examples_per_s"]),
                   format_duration(row["accuracy_wall_time_s"])]
+        cells = [html.escape(str(c)) for c in cells]
         for attack in attacks:
-            cells += [format_duration(row.get(f"{attack}_wall_time_s")), format_rate(row.get(f"{attack}_images_per_s"))]
-        cells.append(row["device"] or NO_PUBLISHED)
-        body.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+            wall, rate = row.get(f"{attack}_wall_time_s"), row.get(f"{attack}_images_per_s")
+            rate_text = "" if _isnan(rate if rate is not None else math.nan) else \
+                f"<div class='ci'>{html.escape(format_rate(rate))} images/s</div>"
+            cells.append(html.escape(format_duration(wall)) + rate_text)
+        cells.append(html.escape(row["device"] or NO_PUBLISHED))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return ("<table class='attrrob-compute'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
             + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
 
