@@ -904,3 +904,7 @@ def test_published_numbers_only_beside_results_of_the_papers_protocol(tmp_path):
     import html as html_module
 
     assert note in html_module.unescape(report.paper_table_html(table))
+    # a data set without published numbers gets no such note: nothing was left out
+    _write_method(root, "digits", "ig_norm", seed=4, new=True)
+    digits = report.collect_table(root, ["digits"], ["ig_norm"])
+    assert digits.iloc[0]["protocol_differs"] != "" and report.protocol_notes(digits) == []

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .load import (AUTOATTACK, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name,
+from .load import (AUTOATTACK, METHOD_NAMES, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name,
                    load_accuracy, load_attack, load_per_example, load_train_metrics, method_name,
                    published_value)
 
@@ -380,6 +380,8 @@ def protocol_notes(df: pd.DataFrame) -> list[str]:
     if not len(df) or "protocol_differs" not in df.columns:
         return notes
     for dataset, rows in df[df["protocol_differs"] != ""].groupby("dataset", sort=False):
+        if not any(published_value(dataset, method, "NA") for method in METHOD_NAMES):
+            continue  # nothing published for this data set: nothing was left out
         differences = sorted(set("; ".join(rows["protocol_differs"]).split("; ")))
         notes.append(f"{dataset_name(dataset)}: evaluated off the paper's protocol ({', '.join(differences)}), so "
                      "no published number stands beside these results: they are not comparable.")
