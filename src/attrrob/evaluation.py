@@ -318,7 +318,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
                                                       max_rows=plan.max_rows)
             values = {k: v.cpu() for k, v in result.metrics(k_metric, height, width, ties).items()}
             # IN with ties broken by pixel index as well, whatever `ties` is: what the tie-break moves.
-            by_index = result.metrics(k_metric, height, width, "index")["topk_intersection"].cpu()
+            by_index = result.topk_intersection(k_metric, "index").cpu()
             tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
             trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
             for row, index in enumerate(batch):

@@ -437,14 +437,18 @@ class AttackResult:
     trace_kendall_tau: torch.Tensor         # best-over-runs kept criterion after t iterations [N, T+1]
     trace_topk_intersection: torch.Tensor   # IN of that kept iterate (the run's ties mode)   [N, T+1]
 
+    def topk_intersection(self, k_metric: int, ties: str = "expected") -> torch.Tensor:
+        """IN of the kept iterate; 1 where nothing was kept (RAR)."""
+        return torch.where(self.improved, metrics.topk_intersection(self.map_original, self.map_kept, k_metric, ties),
+                           torch.ones_like(self.kendall_tau))
+
     def metrics(self, k_metric: int, height: int, width: int, ties: str = "expected") -> dict[str, torch.Tensor]:
         """The paper's metrics on the kept iterate; IN = ρ = τ = 1 where nothing was kept (RAR)."""
         keep = self.improved
         one = torch.ones_like(self.kendall_tau)
         shift = metrics.mass_center_shift(self.map_original, self.map_kept, height, width).double()
         return {
-            "topk_intersection": torch.where(
-                keep, metrics.topk_intersection(self.map_original, self.map_kept, k_metric, ties), one),
+            "topk_intersection": self.topk_intersection(k_metric, ties),
             "kendall_tau": torch.where(keep, self.kendall_tau, one),
             "spearman_rho": torch.where(keep, metrics.spearman_rho(self.map_original, self.map_kept), one),
             "mass_center_shift": torch.where(keep, shift, torch.zeros_like(shift)),

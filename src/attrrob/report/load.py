@@ -149,6 +149,11 @@ def published_value(dataset: str, method: str, metric: str) -> Published | None:
     return _published()["values"].get((dataset, method, _metric(metric).key))
 
 
+def has_published(dataset: str) -> bool:
+    """Whether published.yaml gives any number for `dataset`."""
+    return any(key[0] == dataset for key in _published()["values"])
+
+
 def sarkar_claim_markdown() -> str:
     """The Sarkar et al. abstract sentence, quoted: the only claim of that paper the reports show."""
     claim = _published()["claim"]

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from .load import (AUTOATTACK, METHOD_NAMES, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name,
+from .load import (AUTOATTACK, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name, has_published,
                    load_accuracy, load_attack, load_per_example, load_train_metrics, method_name,
                    published_value)
 
@@ -380,7 +380,7 @@ def protocol_notes(df: pd.DataFrame) -> list[str]:
     if not len(df) or "protocol_differs" not in df.columns:
         return notes
     for dataset, rows in df[df["protocol_differs"] != ""].groupby("dataset", sort=False):
-        if not any(published_value(dataset, method, "NA") for method in METHOD_NAMES):
+        if not has_published(dataset):
             continue  # nothing published for this data set: nothing was left out
         differences = sorted(set("; ".join(rows["protocol_differs"]).split("; ")))
         notes.append(f"{dataset_name(dataset)}: evaluated off the paper's protocol ({', '.join(differences)}), so "
@@ -705,8 +705,7 @@ def timings_html(timings: pd.DataFrame, attacks: Sequence[str]) -> str:
         cells = [html.escape(str(c)) for c in cells]
         for attack in attacks:
             wall, rate = row.get(f"{attack}_wall_time_s"), row.get(f"{attack}_images_per_s")
-            rate_text = "" if _isnan(rate if rate is not None else math.nan) else \
-                f"<div class='ci'>{html.escape(format_rate(rate))} images/s</div>"
+            rate_text = "" if _isnan(rate) else f"<div class='ci'>{html.escape(format_rate(rate))} images/s</div>"
             cells.append(html.escape(format_duration(wall)) + rate_text)
         cells.append(html.escape(row["device"] or NO_PUBLISHED))
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -763,27 +762,30 @@ def regularizer_magnitudes(logs: Mapping[str, pd.DataFrame | None],
             continue
         weight_key = _WEIGHT_OF_TERM.get(method, "lam")
         weight = _number(((settings or {}).get(method) or {}).get(weight_key))
-        ends = {}
+        ce_end = _window_mean(pd.to_numeric(log["ce"], errors="coerce").dropna(), first=False) \
+            if "ce" in log.columns else math.nan
+        own = []
         for term, label in REGULARIZER_TERMS:
             if term not in log.columns:
                 continue
             values = pd.to_numeric(log[term], errors="coerce").dropna()
             if values.empty:
                 continue
-            ends[term] = _window_mean(values, first=False)
-            ce_end = _window_mean(pd.to_numeric(log["ce"], errors="coerce").dropna(), first=False) \
-                if "ce" in log.columns else math.nan
-            weighted = abs(weight * ends[term]) if not _isnan(weight) else math.nan
-            rows.append({"method": method, "term": label, "steps": int(log["step"].iloc[-1]),
-                         "start": _window_mean(values, first=True), "end": ends[term],
-                         "min": float(values.min()), "max": float(values.max()),
-                         "weight_name": {"lam": "λ", "beta": "β"}[weight_key], "weight": weight,
-                         "weighted_share_end": weighted / (abs(ce_end) + weighted)
-                         if not (_isnan(weighted) or _isnan(ce_end)) and abs(ce_end) + weighted > 0 else math.nan})
+            end = _window_mean(values, first=False)
+            weighted = abs(weight * end) if not _isnan(weight) else math.nan
+            own.append({"method": method, "term": label, "key": term, "steps": int(log["step"].iloc[-1]),
+                        "start": _window_mean(values, first=True), "end": end,
+                        "min": float(values.min()), "max": float(values.max()),
+                        "weight_name": {"lam": "λ", "beta": "β"}[weight_key], "weight": weight,
+                        "weighted_share_end": weighted / (abs(ce_end) + weighted)
+                        if not (_isnan(weighted) or _isnan(ce_end)) and abs(ce_end) + weighted > 0 else math.nan})
+        ends = {row["key"]: row["end"] for row in own}
         if "cacr" in ends and "wacr" in ends:
             ratio = abs(ends["cacr"]) / abs(ends["wacr"]) if ends["wacr"] else math.inf
-            for row in rows[-2:]:
-                row["cacr_over_wacr_end"] = ratio
+            for row in own:
+                if row["key"] in ("cacr", "wacr"):
+                    row["cacr_over_wacr_end"] = ratio
+        rows += own
     columns = ["method", "term", "steps", "start", "end", "min", "max", "weight_name", "weight",
                "weighted_share_end", "cacr_over_wacr_end"]
     return pd.DataFrame(rows, columns=columns)
