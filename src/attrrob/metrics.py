@@ -8,6 +8,8 @@ Each metric equals its reference definition exactly:
 - `spearman_rho` is scipy.stats.spearmanr (Pearson correlation of average ranks).
 - `topk_intersection` is RAR's |topK(a) ∩ topK(b)| / k; where the k-th value is tied, the
   expected value under uniform random tie-breaking (closed form, default) or lowest index first.
+- `lens_recall`, `lens_precision`, `topk_div`, `topk_div_intersection`: the locality-aware
+  metrics of LENS (Kamath et al., AAAI 2024) on `[N, H, W]` maps, with 2-D windows.
 Counts are accumulated in int64 and ratios in float64, so results do not depend on the map dtype.
 """
 
@@ -219,6 +221,160 @@ def mass_center_shift(a: torch.Tensor, b: torch.Tensor, height: int, width: int)
     """Euclidean distance (pixels) between the mass centres of `a` and `b` (`[N]`)."""
     a, b = _as_batch(a, b)
     return torch.linalg.vector_norm(mass_center(a, height, width) - mass_center(b, height, width), dim=1)
+
+
+# ----------------------------------------------------------------------------- LENS (locality-aware)
+# Kamath et al., "Rethinking Robustness of Model Attributions" (AAAI 2024). Maps are `[N, H, W]`;
+# windows are true 2-D w × w squares clipped at the image border (docs/DESIGN.md, "LENS").
+
+
+def _as_images(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if a.dim() == 2:
+        a = a.unsqueeze(0)
+        b = b.unsqueeze(0) if b is not None else None
+    if a.dim() != 3 or (b is not None and b.shape != a.shape):
+        raise ValueError(f"expected two [N, H, W] maps of equal shape, got {tuple(a.shape)} and "
+                         f"{None if b is None else tuple(b.shape)}")
+    return a, b
+
+
+def _check_window(window: int) -> int:
+    if isinstance(window, bool) or int(window) != window or window < 1 or window % 2 == 0:
+        raise ValueError(f"window={window} must be an odd integer ≥ 1 (a w × w square centred on a pixel)")
+    return int(window) // 2
+
+
+def _dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """W(S): 1 where a pixel of the 0/1 mask `[N, H, W]` lies in its window (clipped at the border)."""
+    if radius == 0:
+        return mask
+    # max_pool2d pads with −inf, so windows are clipped at the border, never wrapped.
+    return torch.nn.functional.max_pool2d(mask.unsqueeze(1).double(), 2 * radius + 1, stride=1,
+                                          padding=radius).squeeze(1).to(mask.dtype)
+
+
+def _window_count(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Number of mask pixels in each pixel's window (float64 `[N, H, W]`, exact integers)."""
+    side = 2 * radius + 1
+    kernel = torch.ones(1, 1, side, side, dtype=torch.float64, device=mask.device)
+    return torch.nn.functional.conv2d(mask.unsqueeze(1).double(), kernel, padding=radius).squeeze(1)
+
+
+def topk_div_ranked(maps: torch.Tensor, window: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    """All pixels of each map `[N, H, W]` in top-k-div order, and the greedy set's size (`[N, H·W]`, `[N]`).
+
+    The greedy walks pixels in descending value (ties: lowest flat index first) and takes a pixel
+    unless it lies in the window of one already taken. Its picks come first, in the order taken;
+    the pixels it skipped follow in descending value. The greedy set is the lexicographically
+    first maximal independent set of "within the window", computed in parallel rounds: a pixel
+    still undecided whose rank is the lowest undecided one in its window is taken (every earlier
+    pixel there is already decided, and none of them taken), and its window is decided with it.
+    """
+    maps, _ = _as_images(maps)
+    radius = _check_window(window)
+    n, height, width = maps.shape
+    pixels = height * width
+    order = torch.sort(maps.reshape(n, pixels), dim=1, descending=True, stable=True).indices
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(pixels, device=maps.device).expand(n, -1))
+    rank = rank.view(n, height, width).double()
+    taken = torch.zeros(n, height, width, dtype=torch.bool, device=maps.device)
+    undecided = torch.ones_like(taken)
+    side = 2 * radius + 1
+    while bool(undecided.any()):
+        ranks = torch.where(undecided, rank, math.inf)
+        lowest = -torch.nn.functional.max_pool2d(-ranks.unsqueeze(1), side, stride=1, padding=radius).squeeze(1)
+        new = undecided & (ranks == lowest)
+        taken |= new
+        undecided &= ~_dilate(new, radius)
+    # Sort key: the greedy's picks by rank, then the skipped pixels by rank.
+    key = rank.reshape(n, pixels) + torch.where(taken.reshape(n, pixels), 0.0, float(pixels))
+    return torch.sort(key, dim=1).indices, taken.reshape(n, pixels).sum(1)
+
+
+def topk_div_max_k(height: int, width: int, window: int = 3) -> int:
+    """The largest k for which every `height` × `width` map has k top-k-div picks: ⌈H·W / w²⌉
+    (the windows of a finished greedy cover the image, and each covers at most w² pixels)."""
+    _check_window(window)
+    return -(-height * width // (window * window))
+
+
+def topk_div(maps: torch.Tensor, k: int, window: int = 3) -> torch.Tensor:
+    """Top-k-div: the flat indices `[N, k]` of the first k pixels the greedy takes (see `topk_div_ranked`).
+
+    k ≤ `topk_div_max_k(H, W, window)` always has k picks. A larger k (≤ H·W) is allowed: a map
+    whose greedy set is smaller is completed by its highest skipped pixels (`topk_div_ranked`
+    returns each set's size, so a caller can count those maps).
+    """
+    maps, _ = _as_images(maps)
+    _check_k(maps.flatten(1), k)
+    return topk_div_ranked(maps, window)[0][:, :k]
+
+
+def _index_mask(indices: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    n, height, width = shape
+    mask = torch.zeros(n, height * width, dtype=torch.float64, device=indices.device)
+    return mask.scatter_(1, indices, 1.0).view(n, height, width)
+
+
+def _dilated_membership(maps: torch.Tensor, k: int, radius: int) -> torch.Tensor:
+    """P(pixel ∈ W(S)) under uniform random tie-breaking of the top-k set S (float64 `[N, H, W]`).
+
+    A window holding a pixel above the k-th value is in W(S) surely; otherwise, with t of the m
+    pixels tied at the k-th value in it and r of them taken, it misses S with probability
+    C(m − t, r) / C(m, r) (hypergeometric).
+    """
+    n, height, width = maps.shape
+    flat = maps.reshape(n, -1)
+    kth = torch.topk(flat, k, dim=1).values[:, -1:]
+    above, tied = (flat > kth).view_as(maps), (flat == kth).view_as(maps)
+    m = tied.sum((1, 2)).double().view(n, 1, 1)
+    r = (k - above.sum((1, 2))).double().view(n, 1, 1)
+    t = _window_count(tied, radius)
+    free = m - t
+    log_miss = (torch.lgamma(free + 1) - torch.lgamma((free - r).clamp_min(0) + 1)
+                - torch.lgamma(m + 1) + torch.lgamma(m - r + 1))
+    miss = torch.where(free >= r, torch.exp(log_miss), torch.zeros_like(log_miss))
+    return torch.where(_window_count(above, radius) > 0, 1.0, 1.0 - miss)
+
+
+def lens_recall(original: torch.Tensor, attacked: torch.Tensor, k: int, window: int = 3, div: bool = False,
+                ties: str = "expected") -> torch.Tensor:
+    """LENS-recall |W(S(original)) ∩ S(attacked)| / k per map (float64 `[N]`, maps `[N, H, W]`).
+
+    S = top-k set, or with `div=True` the top-k-div set (`topk_div`, ties by lowest index).
+    Top-k ties follow `ties` as `topk_intersection` does: "expected" is the expectation under
+    independent uniform random tie-breaking of both sets (closed form, equal to the set formula
+    when neither map has ties at its k-th value); "index" takes tied pixels by lowest index.
+    """
+    original, attacked = _as_images(original, attacked)
+    _check_k(original.flatten(1), k)
+    radius = _check_window(window)
+    if div:
+        grown = _dilate(_index_mask(topk_div(original, k, window), original.shape), radius)
+        hits = grown * _index_mask(topk_div(attacked, k, window), attacked.shape)
+    elif ties == "expected":
+        hits = _dilated_membership(original, k, radius) * topk_membership(attacked.flatten(1), k).view_as(attacked)
+    elif ties == "index":
+        grown = _dilate(topk_mask(original.flatten(1), k).view_as(original).double(), radius)
+        hits = grown * topk_mask(attacked.flatten(1), k).view_as(attacked).double()
+    else:
+        raise ValueError(f"ties must be one of {', '.join(TIES_MODES)}, got {ties!r}")
+    return hits.sum((1, 2)) / k
+
+
+def lens_precision(original: torch.Tensor, attacked: torch.Tensor, k: int, window: int = 3, div: bool = False,
+                   ties: str = "expected") -> torch.Tensor:
+    """LENS-precision |S(original) ∩ W(S(attacked))| / k (float64 `[N]`): LENS-recall with the maps swapped."""
+    return lens_recall(attacked, original, k, window, div, ties)
+
+
+def topk_div_intersection(original: torch.Tensor, attacked: torch.Tensor, k: int, window: int = 3) -> torch.Tensor:
+    """Top-k-div intersection |D(original) ∩ D(attacked)| / k (float64 `[N]`, maps `[N, H, W]`)."""
+    original, attacked = _as_images(original, attacked)
+    _check_k(original.flatten(1), k)
+    both = _index_mask(topk_div(original, k, window), original.shape) * \
+        _index_mask(topk_div(attacked, k, window), attacked.shape)
+    return both.sum((1, 2)) / k
 
 
 def mean_ci(values: Iterable[float] | torch.Tensor | np.ndarray, confidence: float = 0.95) -> dict:
