@@ -249,7 +249,7 @@ def test_bad_attack_variant_is_one_line_naming_it(tmp_path, variants, fragment):
 def test_unknown_attack_name_lists_the_variants(tmp_path):
     path = _variant_config(tmp_path, {"topk_k75": {"attack": "topk", "k_attack": 75}})
     with pytest.raises(ConfigError, match=r"unknown attack 'topk_k50'.*known: topk, random, mass_center, "
-                                          r"targeted, topk_k75"):
+                                          r"targeted, noise, topk_k75"):
         config.check_all_settings(path, ["mnist"], ["natural"], ["topk", "topk_k50"])
     with pytest.raises(ConfigError, match=r"mnist.attack_variants.topk_k75.k_attack: must be ≤ 784"):
         config.attack_settings("mnist", _variant_config(tmp_path, {"topk_k75": {"attack": "topk", "k_attack": 785}},

@@ -267,3 +267,75 @@ def test_attack_variant_runs_its_base_attack_at_its_settings(workspace, tmp_path
     assert (variant["attack"], variant["attack_name"], plain["attack_name"]) == ("topk", "topk_k4", "topk")
     assert variant["settings"]["k_attack"] == variant["settings"]["k_metric"] == 4
     assert _rows(tmp_path / "variant" / "per_example.csv") == _rows(tmp_path / "plain" / "per_example.csv")
+
+
+def test_lens_columns_match_the_saved_maps(workspace, tmp_path):
+    """LENS columns of per_example.csv equal the metrics on the saved original/attacked maps."""
+    from attrrob import metrics
+
+    out = tmp_path / "attack_topk"
+    evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--attack", "topk", "--out", str(out), "--save-examples", "6",
+                       "--set", "window=5", *ATTACK_SETTINGS])
+    rows = {int(r["index"]): r for r in _rows(out / "per_example.csv")}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["lens"]["window"] == 5 and summary["lens"]["k"] == 8 and summary["lens"]["topk_div_max_k"] == 3
+    ex = np.load(out / "examples.npz")
+    o = torch.tensor(ex["saliency_original"]).view(-1, 8, 8)
+    a = torch.tensor(ex["saliency_attacked"]).view(-1, 8, 8)
+    want = {"lens_recall": metrics.lens_recall(o, a, 8, 5), "lens_precision": metrics.lens_precision(o, a, 8, 5),
+            "topk_div_intersection": metrics.topk_div_intersection(o, a, 8, 5),
+            "lens_recall_div": metrics.lens_recall(o, a, 8, 5, div=True)}
+    for row, index in enumerate(ex["indices"].tolist()):
+        if float(rows[index]["kendall_tau"]) < 1:  # a kept iterate (else the columns read 1)
+            for name, values in want.items():
+                assert float(rows[index][name]) == pytest.approx(float(values[row]), abs=1e-6), name
+            # k = 8 > ⌈64 / 25⌉ = 3: a greedy set at w = 5 may be short (at most 9 picks fit 8×8).
+            short = sum(int(metrics.topk_div_ranked(m[row:row + 1], 5)[1]) < 8 for m in (o, a))
+            assert int(rows[index]["topk_div_completed"]) == short
+    attacked = [r for r in rows.values() if r["status"] == "attacked"]
+    assert summary["lens"]["n_topk_div_completed"] == sum(int(r["topk_div_completed"]) > 0 for r in attacked)
+    assert summary["metrics"]["lens_recall"]["n"] == len(attacked)
+    with pytest.raises(SystemExit):
+        evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                           "--dataset", "digits", "--attack", "topk", "--out", str(tmp_path / "bad"),
+                           "--set", "window=4", *ATTACK_SETTINGS])
+
+
+def test_noise_control_is_one_projected_sign_step(workspace, tmp_path):
+    """`--attack noise`: x̃ = clip(x ± ε) from the image's own generator, no search, label kept or counted."""
+    from attrrob.attacks.saliency import image_generator, real_saliency
+    from attrrob.checkpoint import load_model
+    from attrrob.data import load_prepared
+    from attrrob import metrics
+
+    out = tmp_path / "attack_noise"
+    evaluate_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                       "--dataset", "digits", "--attack", "noise", "--out", str(out), "--save-examples", "24",
+                       "--set", "eps=0.3", "--seed", "5", *ATTACK_SETTINGS])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attack"] == "noise" and summary["settings"]["iterations"] == 1
+    assert summary["settings"]["step_size"] == 0.3
+    rows = [r for r in _rows(out / "per_example.csv") if r["status"] == "attacked"]
+    model, _ = load_model(workspace / "model.pt", dataset="digits", device=torch.device("cpu"))
+    x, y = load_prepared(workspace / "digits.npz", "test")
+    changed = 0
+    for r in rows:
+        i = int(r["index"])
+        signs = torch.randint(0, 2, (1, 8, 8), generator=image_generator(5, i, 0)) * 2 - 1
+        x_noise = (x[i] + 0.3 * signs).clamp(0, 1)[None]
+        with torch.no_grad():
+            kept = int(model(x_noise).argmax(1)) == int(y[i])
+        changed += not kept
+        if not kept:  # the walk's rule: an iterate with another label is not kept, metrics read unchanged
+            assert (r["step"], float(r["linf"]), float(r["kendall_tau"]), float(r["lens_recall"])) == ("0", 0.0, 1.0, 1.0)
+            continue
+        assert r["step"] == "1" and float(r["linf"]) == pytest.approx(float((x_noise - x[i]).abs().max()))
+        m0 = real_saliency(model, x[i:i + 1], y[i:i + 1], 8)
+        m1 = real_saliency(model, x_noise, y[i:i + 1], 8)
+        assert float(r["kendall_tau"]) == pytest.approx(float(metrics.kendall_tau_b(m0, m1)), abs=1e-9)
+        assert float(r["lens_recall"]) == pytest.approx(
+            float(metrics.lens_recall(m0.view(1, 8, 8), m1.view(1, 8, 8), 8)), abs=1e-9)
+    assert summary["noise"]["n_label_changed"] == changed and changed > 0
+    trace = np.load(out / "trace.npz")
+    assert trace["iterations"].tolist() == [0, 1]

@@ -59,6 +59,7 @@ LIMITS: dict[str, dict[str, dict]] = {
         "random_restarts": _AT_LEAST_1, "ties": {"enum": list(TIES_MODES)}, "num_examples": _AT_LEAST_1,
         "zero_direction": {"enum": list(ZERO_DIRECTION_MODES)}, "batch_images": _AT_LEAST_1,
         "ig_max_batch": _AT_LEAST_0,
+        "window": {"minimum": 1, "not": {"multipleOf": 2}},  # LENS: an odd w × w square centred on a pixel
     },
     "prepare": {"validation_holdout": _AT_LEAST_0, "augment_per_class": _AT_LEAST_0, "seed": _AT_LEAST_0,
                 "split_seed": _AT_LEAST_0, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1}},
@@ -81,6 +82,9 @@ def _limit_problem(limits: Mapping, value: Any) -> str | None:
         return f"must be > {limits['exclusiveMinimum']}"
     if "exclusiveMaximum" in limits and not value < limits["exclusiveMaximum"]:
         return f"must be < {limits['exclusiveMaximum']}"
+    step = limits.get("not", {}).get("multipleOf")
+    if step and value % step == 0:
+        return f"must not be a multiple of {step}"
     return None
 
 

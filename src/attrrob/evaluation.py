@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
+from .attacks import noise as noise_attack
 from .attacks import saliency as saliency_attacks
 from .attacks.pgd import pgd
 from .ig import integrated_gradients, logit_fn, rows_per_call, saliency_map
@@ -28,9 +29,13 @@ from .errors import AttrrobError
 from .outputs import save_npz, write_csv, write_json
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
-                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots", "topk_intersection_index")
+                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots", "topk_intersection_index",
+                  "lens_recall", "lens_precision", "topk_div_intersection", "lens_recall_div", "lens_precision_div",
+                  "topk_div_completed")
 ACCURACY_COLUMNS = ("index", "label", "natural_prediction", "adversarial_prediction", "autoattack_prediction")
 METRIC_NAMES = ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift", "linf")
+# LENS (Kamath et al., AAAI 2024) at k_metric and the `window` setting, reported beside the paper's.
+LENS_NAMES = ("lens_recall", "lens_precision", "topk_div_intersection", "lens_recall_div", "lens_precision_div")
 
 # Memory taken by the tensors autograd keeps is not all of it (temporaries, allocator slack).
 _WORKSPACE_FACTOR = 2.0
@@ -292,6 +297,8 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     check_inputs(x, y, dataset)
     lo, hi, integral = _value_range(dataset)
     _, _, height, width = x.shape
+    if attack == "noise":
+        settings = noise_attack.effective_settings(settings)
     wanted_batch = int(batch_images if batch_images is not None else settings["batch_images"])
     if wanted_batch < 1:
         raise AttrrobError(f"batch_images must be ≥ 1, got {wanted_batch}")
@@ -307,7 +314,7 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     traces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     examples: dict[str, list] = {k: [] for k in ("indices", "labels", "original", "attacked",
                                                    "saliency_original", "saliency_attacked")}
-    k_metric, ties = int(settings["k_metric"]), settings["ties"]
+    k_metric, ties, window = int(settings["k_metric"]), settings["ties"], int(settings["window"])
     with _progress(len(correct), f"{attack} {dataset}", progress) as bar:
         for start in range(0, len(correct), plan.batch_images):
             batch = correct[start:start + plan.batch_images]
@@ -320,13 +327,16 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
             # IN with ties broken by pixel index as well, whatever `ties` is: what the tie-break moves.
             by_index = result.topk_intersection(k_metric, "index").cpu()
             tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
+            lens = {k: v.cpu() for k, v in lens_values(result, k_metric, height, width, window, ties).items()}
             trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
             for row, index in enumerate(batch):
                 per_image[index] = {name: float(values[name][row]) for name in METRIC_NAMES}
                 per_image[index].update(restart=int(result.restart[row]), step=int(result.step[row]),
                                         zero_direction=int(result.zero_direction[row]),
                                         topk_tied_slots=int(tied[row]),
-                                        topk_intersection_index=float(by_index[row]))
+                                        topk_intersection_index=float(by_index[row]),
+                                        topk_div_completed=int(lens["topk_div_completed"][row]),
+                                        **{name: float(lens[name][row]) for name in LENS_NAMES})
                 traces[index] = (trace_tau[row], trace_in[row])
             room = save_examples - len(examples["indices"])
             if room > 0:
@@ -365,11 +375,15 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
         "ties": {"mode": ties, "n_with_ties": n_tied,
                  "share_with_ties": n_tied / len(attacked) if attacked else math.nan,
                  "topk_intersection_index": metrics.mean_ci([r["topk_intersection_index"] for r in attacked])},
-        "metrics": {name: metrics.mean_ci([r[name] for r in attacked]) for name in METRIC_NAMES},
+        "metrics": {name: metrics.mean_ci([r[name] for r in attacked]) for name in (*METRIC_NAMES, *LENS_NAMES)},
+        "lens": {"window": window, "k": k_metric, "ties": ties, "topk_div_max_k": metrics.topk_div_max_k(height, width, window),
+                 "n_topk_div_completed": sum(r["topk_div_completed"] > 0 for r in attacked)},
         "wall_time_s": wall,
         "images_per_s": len(attacked) / wall if wall > 0 else math.nan,
         "device": _device_name(device),
     }
+    if attack == "noise":  # the control keeps an image's label or counts it here (its metrics read 1)
+        summary["noise"] = {"n_label_changed": sum(r["step"] == 0 for r in attacked)}
     # Always the same keys (a rule output): with no example kept, arrays of length 0.
     empty = {"original": (0, *x.shape[1:]), "attacked": (0, *x.shape[1:]),
              "saliency_original": (0, height * width), "saliency_attacked": (0, height * width)}
@@ -382,6 +396,27 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     }
     return AttackOutcome(rows=rows, summary=summary, examples=arrays,
                          trace=attack_trace(traces, int(settings["iterations"])))
+
+
+def lens_values(result: saliency_attacks.AttackResult, k: int, height: int, width: int, window: int,
+                ties: str) -> dict[str, torch.Tensor]:
+    """LENS metrics `[N]` of an attack's kept iterate (1 where nothing was kept, as IN), and
+    `topk_div_completed` `[N]`: how many of the two maps' top-k-div sets were completed (k beyond
+    their greedy set, see `metrics.topk_div`)."""
+    original = result.map_original.view(-1, height, width)
+    kept = result.map_kept.view(-1, height, width)
+    one = torch.ones(original.shape[0], dtype=torch.float64, device=original.device)
+    values = {
+        "lens_recall": metrics.lens_recall(original, kept, k, window, ties=ties),
+        "lens_precision": metrics.lens_precision(original, kept, k, window, ties=ties),
+        "topk_div_intersection": metrics.topk_div_intersection(original, kept, k, window),
+        "lens_recall_div": metrics.lens_recall(original, kept, k, window, div=True),
+        "lens_precision_div": metrics.lens_precision(original, kept, k, window, div=True),
+    }
+    values = {name: torch.where(result.improved, value, one) for name, value in values.items()}
+    short = [(metrics.topk_div_ranked(m, window)[1] < k).to(torch.int64) for m in (original, kept)]
+    values["topk_div_completed"] = torch.where(result.improved, short[0] + short[1], short[0] * 2)
+    return values
 
 
 def attack_trace(traces: dict[int, tuple[np.ndarray, np.ndarray]], iterations: int) -> dict[str, np.ndarray]:

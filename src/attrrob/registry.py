@@ -11,7 +11,7 @@ from __future__ import annotations
 
 DATASETS = ("mnist", "fashion_mnist", "gtsrb", "flower", "digits")
 METHODS = ("natural", "madry", "ig_norm", "ig_sum_norm", "sarkar", "sarkar_cacr", "sarkar_wacr")
-ATTACKS = ("topk", "random", "mass_center", "targeted")
+ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the control, attacks/noise.py
 
 # Top-level keys of a workflow config file (workflow/schemas/config.schema.yaml `properties:`).
 # A CLI `--config` file is a workflow config file: it reads `hyperparameters:` and refuses any

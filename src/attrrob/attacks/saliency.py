@@ -25,6 +25,7 @@ double back-propagation, i.e. exactly Σ_i (i/n)·(−∇_i) of the reference pl
                  truncated to integers (RAR's `ig_attack.py`);
 - `targeted`:    loss = −surrogate saliency mass on a target mask (raise it there);
 - `random`:      d = uniform random signs (no gradient).
+`noise` (the same-ε noise control, `attrrob.attacks.noise`) is no walk: one random ±ε sign step.
 
 An all-zero direction (the top-k mask covering the map's whole support makes the top-k loss
 constant) is flagged per image; `zero_direction="random_sign"` then steps along seeded random
@@ -495,6 +496,11 @@ def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Se
     the targeted attack's mask (default `default_target_masks`). `max_rows` bounds the path rows
     per IG call (memory).
     """
+    if attack == "noise":  # the same-ε noise control: one random sign step, no walk
+        from .noise import noise_batch
+
+        return noise_batch(model, x, y, indices, settings, lo=lo, hi=hi, integral=integral, seed=seed,
+                           max_rows=max_rows)
     with input_gradients_only(model):
         problem = prepare_attack(model, x, y, indices, attack, settings, lo=lo, hi=hi, integral=integral,
                                  seed=seed, target=target, max_rows=max_rows)

@@ -10,7 +10,7 @@ VERBS = {
     "prepare": ("attrrob.cli.prepare", "turn raw files into one compressed array file + JSON manifest"),
     "train": ("attrrob.cli.train", "train a model with one of the seven objectives (resumable)"),
     "evaluate-accuracy": ("attrrob.cli.evaluate_accuracy", "natural and PGD adversarial accuracy"),
-    "evaluate": ("attrrob.cli.evaluate", "attribution attack (topk, random, mass_center, targeted)"),
+    "evaluate": ("attrrob.cli.evaluate", "attribution attack (topk, random, mass_center, targeted, noise)"),
     "collect-results": ("attrrob.cli.collect_results", "results tables, metrics.json and curves for DVC/README"),
 }
 

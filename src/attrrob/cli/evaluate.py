@@ -1,4 +1,4 @@
-"""`attrrob evaluate`: an attribution attack (topk, random, mass_center, targeted) on a trained model."""
+"""`attrrob evaluate`: an attribution attack (topk, random, mass_center, targeted, noise) on a trained model."""
 
 from __future__ import annotations
 
