@@ -1,10 +1,13 @@
 """`attrrob collect-results`: gather per-run result files into the files DVC and the README read.
 
 Reads only what `attrrob.report` reads (nothing is recomputed) and writes, atomically:
-  <results>/metrics.json        {dataset: {method: {NA, AA, [AA_autoattack,] <attack>: {IN, CO, rho}}}}
+  <results>/metrics.json        {dataset: {method: {NA, AA, [AA_autoattack,] <attack>: {IN, CO, rho,
+                                lens_recall, lens_precision, topk_div_intersection}}}}
                                 (`dvc metrics show`)
   <results>/table.md            the results table(s), Markdown, published numbers beside them, and
                                 the paired comparison (sarkar − ig_sum_norm, ig_sum_norm − natural)
+                                and, with the `noise` control among the attacks, each attack's IN, τ
+                                and LENS metrics beside the control's, with the paired difference
   <curves>/<dataset>_<method>.csv   step, total, batch_accuracy   (`dvc plots show`)
 and, with --readme, fills the README's results section between its markers.
 """
@@ -41,6 +44,8 @@ def metrics(results_dir, datasets, methods, attacks) -> dict:
             if not math.isnan(row["AA_auto_mean"]):  # only where AutoAttack was run
                 entry["AA_autoattack"] = float(row["AA_auto_mean"])
             entry[attack] = {key: _value(row[f"{key}_mean"]) for key in ATTACK_METRICS}
+            summary = report.load_attack(results_dir, row["dataset"], row["method"], attack)
+            entry[attack].update(report.lens.attack_means(summary))
     return out
 
 
@@ -60,6 +65,10 @@ def tables(results_dir, datasets, methods, attacks) -> str:
         if pairs:
             paired = report.paired_comparison(results_dir, datasets, pairs, attack)
             text += "\nPaired comparison on the same attacked images:\n\n" + report.paired_markdown(paired)
+        if report.CONTROL in attacks and attack != report.CONTROL:
+            noise = report.lens_comparison(results_dir, datasets, methods, attack, report.CONTROL)
+            text += (f"\nWhat the `{attack}` attack adds over the `{report.CONTROL}` control (LENS metrics beside IN "
+                     f"and τ):\n\n" + report.lens_markdown(noise))
         parts.append(text)
     return "\n".join(parts)
 

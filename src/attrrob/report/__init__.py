@@ -4,6 +4,7 @@ The notebooks under workflow/notebooks and `attrrob collect-results` only call t
   `load`     names, published numbers (published.yaml only), one reader per result file;
   `tables`   the results table (paper layout, Markdown, full listing), paired differences on the
              same attacked images, AutoAttack flags, the compute table in human units;
+  `lens`     LENS metrics and the noise control: what an attack adds over noise of the same ε;
   `figures`  forest plots, attack-strength curves, saliency grids, training curves, and `show`
              (an embedded PNG with alt text).
 Missing result files are reported as missing, never as an error; a file that exists but cannot be
@@ -26,7 +27,8 @@ from .figures import (collect_eps_points, common_example_indices, ce_reduction, 
                       loss_terms, method_palette, plot_attack_strength, plot_eps_curves, plot_example_grid,
                       plot_forest, plot_metric_distribution, plot_training_curves, show, trace_curve,
                       training_note)
-from . import figures, load, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
+from .lens import CONTROL, lens_comparison, lens_html, lens_markdown, plot_noise_forest
+from . import figures, lens, load, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
 
 STYLE = """<style>
 /* Doubled selectors: JupyterLab's own table rules (.jp-RenderedHTMLCommon td ...) must not win. */
