@@ -65,6 +65,7 @@ def assert_reports_hold_the_tables(root: Path, methods: list[str]) -> None:
         for method in methods:
             assert method_name(method) in text, f"{name}.html lacks the method {method!r}"
         assert "<table" in text
+        assert "LENS-recall" in text and "topk − noise" in text, f"{name}.html lacks the noise-control comparison"
         assert "Traceback" not in text
         assert (root / "reports" / f"{name}.ipynb").is_file()
 
@@ -97,7 +98,8 @@ def test_quickstart_runs_within_budget_and_writes_every_result(quickstart):
     for method in config["methods"]:
         run_dir = repo / "results/digits" / method
         for name in ("model.pt", "train_log.csv", "train_metrics.json", "accuracy/summary.json",
-                     "attack_topk/summary.json", "attack_topk/per_example.csv", "attack_topk/examples.npz"):
+                     "attack_topk/summary.json", "attack_topk/per_example.csv", "attack_topk/examples.npz",
+                     "attack_noise/summary.json", "attack_noise/per_example.csv"):
             assert (run_dir / name).is_file(), f"{run_dir / name} missing"
         assert any((repo / "checkpoints/digits" / method).iterdir())
         for rule in ("train", "evaluate_accuracy"):
@@ -114,7 +116,9 @@ def test_dvc_metrics_and_plots_show_the_results(quickstart):
     assert set(metrics["digits"]) == set(methods)
     for method in methods:
         assert 0.0 <= metrics["digits"][method]["NA"] <= 1.0
-        assert set(metrics["digits"][method]["topk"]) == {"IN", "CO", "rho"}
+        lens = {"lens_recall", "lens_precision", "topk_div_intersection"}
+        assert set(metrics["digits"][method]["topk"]) == {"IN", "CO", "rho"} | lens
+        assert set(metrics["digits"][method]["noise"]) == {"IN", "CO", "rho"} | lens
     shown = json.loads(run([tool("dvc"), "metrics", "show", "--json"], repo).stdout)
     (workspace,) = shown.values()
     assert workspace["data"]["results/metrics.json"]["data"] == metrics
