@@ -173,7 +173,7 @@ def test_limits_cover_every_numeric_or_choice_default():
     ("attack", "eps", 0.0, -0.1), ("attack", "step_size", 1e-3, 0.0), ("attack", "iterations", 1, 0),
     ("attack", "restarts", 1, 0), ("attack", "random_restarts", 1, 0), ("attack", "ties", "index", "random"),
     ("accuracy", "steps", 1, 0), ("train", "pgd_step_size", 1e-3, 0.0), ("train", "pgd_steps", 0, -1),
-    ("prepare", "test_fraction", 0.5, 1.0),
+    ("prepare", "test_fraction", 0.5, 1.0), ("attack", "window", 1, 0), ("attack", "window", 5, 4),
 ])
 def test_limits_accept_the_boundary_and_refuse_beyond_it(section, key, good, bad):
     config.check_value(section, key, good, "x")

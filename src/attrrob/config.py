@@ -84,7 +84,7 @@ def _limit_problem(limits: Mapping, value: Any) -> str | None:
         return f"must be < {limits['exclusiveMaximum']}"
     step = limits.get("not", {}).get("multipleOf")
     if step and value % step == 0:
-        return f"must not be a multiple of {step}"
+        return "must be odd" if step == 2 else f"must be no multiple of {step}"
     return None
 
 

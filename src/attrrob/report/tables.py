@@ -615,7 +615,9 @@ def attack_description(row: Mapping[str, Any]) -> str:
         parts.append(f"k = {_int(row['k_attack'])}")
     if not _isnan(row.get("k_metric", math.nan)):
         parts.append(f"IN at k = {_int(row['k_metric'])}")
-    if not _isnan(row.get("iterations", math.nan)) and not _isnan(row.get("ig_steps", math.nan)):
+    if base == "noise" and not _isnan(row.get("ig_steps", math.nan)):  # the control: no iterations
+        parts.append(f"one random ±ε sign step, no search; maps of {_int(row['ig_steps'])} IG points")
+    elif not _isnan(row.get("iterations", math.nan)) and not _isnan(row.get("ig_steps", math.nan)):
         parts.append(f"{_int(row['iterations'])} iterations × {_int(row['ig_steps'])} IG points")
     return f" ({base}: {', '.join(parts)})" if parts else f" ({base})"
 
