@@ -151,7 +151,8 @@ def test_flat_maps_reshape_and_bad_arguments():
     # [N, H*W] maps (the project's saliency layout) viewed as images give the same values.
     flat = metrics.lens_recall(o.flatten(1).view(3, 6, 6), a.flatten(1).view(3, 6, 6), 4)
     assert torch.equal(flat, metrics.lens_recall(o, a, 4))
-    assert torch.equal(metrics.lens_recall(o[0], a[0], 4), metrics.lens_recall(o[:1], a[:1], 4))
+    with pytest.raises(ValueError, match=r"view\(N, H, W\)"):
+        metrics.lens_recall(o.flatten(1), a.flatten(1), 4)  # [N, H*W] is refused, never read as one image
     for bad in (0, 37):
         with pytest.raises(ValueError, match="k="):
             metrics.topk_div(o, bad)

@@ -229,12 +229,11 @@ def mass_center_shift(a: torch.Tensor, b: torch.Tensor, height: int, width: int)
 
 
 def _as_images(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    if a.dim() == 2:
-        a = a.unsqueeze(0)
-        b = b.unsqueeze(0) if b is not None else None
+    # No 2-D input: a [N, H*W] saliency batch would pass for one N × H·W image.
     if a.dim() != 3 or (b is not None and b.shape != a.shape):
-        raise ValueError(f"expected two [N, H, W] maps of equal shape, got {tuple(a.shape)} and "
-                         f"{None if b is None else tuple(b.shape)}")
+        raise ValueError(f"expected [N, H, W] maps of equal shape, got {tuple(a.shape)} and "
+                         f"{None if b is None else tuple(b.shape)} (a saliency batch [N, H*W] is "
+                         "maps.view(N, H, W))")
     return a, b
 
 
