@@ -1,41 +1,65 @@
 #!/usr/bin/env bash
-# The GPU machine's one command: the device check (benchmarks/gpu_check.py, at most 8 minutes),
-# then config/mnist_cpu.yaml's ig_norm training on the GPU (its train_log.csv, to compare with the
-# CPU run's loss curve). Needs only python, torch, numpy, scipy, pyyaml and this checkout (no
-# install, no network); MNIST and the golden weights come from $ATTRROB_SHARED (default ../shared).
+# The GPU machine's one command: the CUDA correctness tests (tests/test_cuda.py, pytest with
+# pytest-timeout), the speed and memory table (benchmarks/gpu_check.py, whose report carries the
+# tests' verdict), then config/mnist_cpu.yaml's ig_norm training on the GPU (its train_log.csv, to
+# compare with the CPU run's loss curve). Needs python with torch, numpy, scipy, pyyaml, tqdm, pytest
+# and pytest-timeout (the lent H200 image has them all) and this checkout (no install, no network);
+# MNIST and the golden weights come from $ATTRROB_SHARED (default ../shared).
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]        # OUT_DIR default: $OUT, else docs/gpu
-#   GPU_CHECK_BUDGET_S=480 CURVE_STEPS=1000 CURVE=0 TOTAL_S=570 ...   (CURVE=0 skips the training curve;
-#   the curve gets what is left of TOTAL_S, the whole command's limit, and is skipped under 60 s)
-#   Trying the wrapper on a CPU: GPU_CHECK_ARGS=--cpu-smoke CURVE_DEVICE=cpu CURVE_STEPS=2 bash benchmarks/gpu_check.sh /tmp/x
+#   TOTAL_S=480 TESTS_S=150 GPU_CHECK_BUDGET_S=220 CURVE_STEPS=1000 CURVE=0 ...
+#     TESTS_S: the tests' session limit (each test has its own too); GPU_CHECK_BUDGET_S: the speed
+#     table's; the curve gets what is left of TOTAL_S, the whole command's limit (skipped under 60 s).
+#   SMOKE=1 bash benchmarks/gpu_check.sh /tmp/x   # all of it at tiny sizes on the CPU (CI); not a GPU result
+# Exit status: 0 all passed and complete, 1 a test failed or something was cut short, 2 no CUDA or a
+# package missing.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${1:-${OUT:-docs/gpu}}"
 mkdir -p "$out"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONDONTWRITEBYTECODE=1
 shared="${ATTRROB_SHARED:-$PWD/../shared}"
-budget="${GPU_CHECK_BUDGET_S:-480}"
 began=$(date +%s)
+total="${TOTAL_S:-480}"
+if [ "${SMOKE:-0}" = 1 ]; then
+  export ATTRROB_CUDA_TESTS_ON_CPU=1 OMP_NUM_THREADS=1
+  mode=cpu-smoke check_args=--cpu-smoke curve_device=cpu steps="${CURVE_STEPS:-2}"
+else
+  mode=gpu check_args= curve_device=cuda steps="${CURVE_STEPS:-1000}"
+fi
 
+missing=$(python -c 'import importlib.util as u
+print(" ".join(m for m in ("torch", "numpy", "scipy", "yaml", "tqdm", "pytest", "pytest_timeout") if u.find_spec(m) is None))')
+if [ -n "$missing" ]; then
+  echo "gpu_check.sh: Python packages missing here: $missing (see docs/gpu/README.md)" >&2
+  exit 2
+fi
+if [ "$mode" = gpu ] && ! python -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+  echo "gpu_check.sh: CUDA is not available here; SMOKE=1 runs the whole command on the CPU" >&2
+  exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version --format=csv 2>/dev/null || true
-# The check keeps its own budget; `timeout` is the backstop (the report is rewritten after every section).
-timeout --signal=INT "$((${budget%.*} + 60))" python benchmarks/gpu_check.py --budget-s "$budget" --out-dir "$out" ${GPU_CHECK_ARGS:-}
+
+# 1. Correctness. pytest-timeout stops a test past its own limit and the session past TESTS_S;
+# `timeout` is the backstop for a hang it cannot interrupt.
+tests_s="${TESTS_S:-150}"
+stem="$out/test_cuda-$(date -u +%Y-%m-%d)-$mode"
+timeout --signal=INT "$((${tests_s%.*} + 60))" python -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda.py \
+  --session-timeout "$tests_s" --junitxml "$stem.xml" -o junit_family=xunit1 2>&1 | tee "$stem.log"
+tests_rc=${PIPESTATUS[0]}
+
+# 2. Speed and memory; its report (written after every section) includes the tests' verdict.
+budget="${GPU_CHECK_BUDGET_S:-220}"
+timeout --signal=INT "$((${budget%.*} + 60))" python benchmarks/gpu_check.py --budget-s "$budget" --out-dir "$out" \
+  --tests-junit "$stem.xml" --tests-exit-code "$tests_rc" $check_args
 rc=$?
 
-left=$(( ${TOTAL_S:-570} - ($(date +%s) - began) ))
+# 3. The training curve, with what is left.
+left=$((total - ($(date +%s) - began)))
 if [ "${CURVE:-1}" != "0" ] && [ "$left" -lt 60 ]; then
-  echo "curve: skipped, only ${left} s left of TOTAL_S=${TOTAL_S:-570}"
+  echo "curve: skipped, only ${left} s left of TOTAL_S=$total"
 elif [ "${CURVE:-1}" != "0" ]; then
-  steps="${CURVE_STEPS:-1000}"
   work="$(mktemp -d "${TMPDIR:-/tmp}/attrrob-curve.XXXXXX")"
-  if ! python -c "import tqdm.auto" 2>/dev/null; then  # the CLIs import tqdm: a silent stand-in
-    mkdir -p "$work/stub/tqdm"
-    printf 'from .auto import tqdm\n' >"$work/stub/tqdm/__init__.py"
-    printf '%s\n' 'class tqdm:' '    def __init__(self, *a, **k): pass' '    def __enter__(self): return self' \
-      '    def __exit__(self, *e): return False' '    def update(self, *a, **k): pass' \
-      '    def set_postfix(self, *a, **k): pass' '    def close(self): pass' >"$work/stub/tqdm/auto.py"
-    export PYTHONPATH="$PYTHONPATH:$work/stub"
-  fi
   if [ -f data/prepared/mnist.npz ]; then
     data=data/prepared/mnist.npz
   else
@@ -45,11 +69,12 @@ elif [ "${CURVE:-1}" != "0" ]; then
   fi
   if [ -n "$data" ]; then
     start=$(date +%s)
-    timeout "$(( ${TOTAL_S:-570} - ($(date +%s) - began) - 5 ))" python -m attrrob train --dataset mnist --method ig_norm --data "$data" --out "$work/ig_norm" \
-      --config config/mnist_cpu.yaml --steps "$steps" --device "${CURVE_DEVICE:-cuda}" --no-progress >"$work/train.log" 2>&1
-    echo "curve: ig_norm on mnist_cpu.yaml, $steps steps on ${CURVE_DEVICE:-cuda}, exit $?, $(( $(date +%s) - start )) s"
-    [ -f "$work/ig_norm/train_log.csv" ] && cp "$work/ig_norm/train_log.csv" "$out/train_log-mnist_cpu-ig_norm-gpu.csv"
-    [ -f "$work/ig_norm/train_metrics.json" ] && cp "$work/ig_norm/train_metrics.json" "$out/train_metrics-mnist_cpu-ig_norm-gpu.json"
+    timeout "$((total - ($(date +%s) - began) - 5))" python -m attrrob train --dataset mnist --method ig_norm --data "$data" \
+      --out "$work/ig_norm" --config config/mnist_cpu.yaml --steps "$steps" --device "$curve_device" --no-progress \
+      >"$work/train.log" 2>&1
+    echo "curve: ig_norm on mnist_cpu.yaml, $steps steps on $curve_device, exit $?, $(($(date +%s) - start)) s"
+    [ -f "$work/ig_norm/train_log.csv" ] && cp "$work/ig_norm/train_log.csv" "$out/train_log-mnist_cpu-ig_norm-$mode.csv"
+    [ -f "$work/ig_norm/train_metrics.json" ] && cp "$work/ig_norm/train_metrics.json" "$out/train_metrics-mnist_cpu-ig_norm-$mode.json"
     tail -2 "$work/train.log"
   fi
   rm -rf "$work"

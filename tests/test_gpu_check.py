@@ -1,5 +1,5 @@
-"""The prepared GPU check (benchmarks/gpu_check.py): its CPU smoke run end to end, its time budget,
-and the pieces its report is computed from."""
+"""The prepared GPU check: benchmarks/gpu_check.sh's smoke run end to end (tests/test_cuda.py on the
+CPU, then benchmarks/gpu_check.py's speed table), the time budget, and the pieces of its report."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
+WRAPPER = REPO / "benchmarks" / "gpu_check.sh"
 
 
 @pytest.fixture(scope="module")
@@ -23,46 +24,51 @@ def gc():
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("gpu_check", module)  # dataclasses look their module up there
     spec.loader.exec_module(sys.modules["gpu_check"])
-    module = sys.modules["gpu_check"]
-    return module
+    return sys.modules["gpu_check"]
+
+
+@pytest.fixture(scope="module")
+def report_module(gc):
+    return sys.modules["gpu_report"]  # imported by gpu_check from beside it
+
+
+def environ(**extra) -> dict:
+    return dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1", **extra)
 
 
 def run(*args, timeout=900):
-    env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OMP_NUM_THREADS="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=environ(),
                           timeout=timeout, cwd=REPO)
 
 
-def only(out_dir: Path, suffix: str) -> Path:
-    files = sorted(out_dir.glob(f"gpu_check-*{suffix}"))
+def only(out_dir: Path, pattern: str) -> Path:
+    files = sorted(out_dir.glob(pattern))
     assert len(files) == 1, files
     return files[0]
 
 
-def test_cpu_smoke_runs_every_section_and_never_claims_a_gpu(tmp_path):
-    # A generous budget: on a loaded CI machine the smoke run must not be cut short (its CPU work
-    # is about half a minute); the cut-short path has its own test below.
-    done = run("--cpu-smoke", "--out-dir", str(tmp_path), "--budget-s", "600")
+def test_smoke_run_of_the_one_command_runs_the_tests_and_every_section(tmp_path):
+    # Generous limits: on a loaded CI machine the smoke run must not be cut short (its CPU work is
+    # about a minute); the cut-short path has its own test below.
+    done = subprocess.run(["bash", str(WRAPPER), str(tmp_path)], capture_output=True, text=True, timeout=1200,
+                          env=environ(SMOKE="1", CURVE="0", TESTS_S="900", GPU_CHECK_BUDGET_S="600"))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    md, js = only(tmp_path, ".md"), only(tmp_path, ".json")
+    md, js = only(tmp_path, "gpu_check-*.md"), only(tmp_path, "gpu_check-*.json")
     assert "cpu-smoke" in md.name and "cpu-smoke" in js.name
+    assert only(tmp_path, "test_cuda-*-cpu-smoke.xml") and only(tmp_path, "test_cuda-*-cpu-smoke.log")
     text = md.read_text()
     assert text.startswith("# attrrob GPU check — cpu-smoke (NOT a GPU result)")
-    assert "none of its numbers is a GPU measurement" in text
-    assert text in done.stdout  # the table is printed
+    assert "none of its numbers is a GPU measurement" in text and text in done.stdout
     report = json.loads(js.read_text())
     env = report["environment"]
     assert env["mode"] == "cpu-smoke" and env["device"] == "cpu" and "gpu_name" not in env
+    tests = report["cuda_tests"]
+    assert tests["exit_code"] == 0 and tests["failed"] == tests["skipped"] == 0 and tests["passed"] == tests["tests"]
+    names = {row[0].split("[")[0] for row in tests["rows"]}
+    assert {"test_ig_saliency_matches_cpu", "test_one_training_step_matches_cpu", "test_evaluator_plan_fits_its_memory_budget",
+            "test_topk_attack_keeps_the_same_iterate_or_tau", "test_device_auto_lock_makes_a_second_process_wait_or_move"} <= names
+    assert tests["tests"] == 26  # 6 IG + 14 training steps + attack + lock + 3 plans + the measures
     assert set(report["sections"].values()) == {"done"}, report["sections"]
-    c = report["correctness"]
-    assert len(c["ig"]) == 6 and all(r["pass"] for r in c["ig"])
-    assert {r["method"] for r in c["train_step"]} == {"natural", "madry", "ig_norm", "ig_sum_norm", "sarkar",
-                                                      "sarkar_cacr", "sarkar_wacr"}
-    assert all(r["pass"] and r["finite"] for r in c["train_step"])
-    assert c["topk_attack"]["pass"] and {r["verdict"] for r in c["topk_attack"]["images"]} == {"same kept iterate"}
-    lock = c["device_auto_lock"]
-    assert lock["pass"] and lock["second"].startswith("REFUSED") and lock["waiter"].startswith("TOOK"), lock
-    assert [r["dataset"] for r in report["plan"]] == ["mnist", "gtsrb", "flower"] and all(r["ok"] for r in report["plan"])
     modes = [r["mode"] for r in report["evaluator"]["runs"]]
     assert any(m.startswith("batched") for m in modes) and "per-image (--batch-images 1)" in modes
     assert report["evaluator"]["ratio_batched_vs_per_image"] > 0
@@ -71,23 +77,27 @@ def test_cpu_smoke_runs_every_section_and_never_claims_a_gpu(tmp_path):
     grid = report["training"]["grid"]
     assert grid["complete"] and 0 < grid["hours_two_gpus"] <= grid["hours_one_gpu"]
     assert len(report["autocast"]["rows"]) == 7
-    assert report["ok"] and report["verdict"].startswith("all correctness checks passed")
+    assert report["ok"] and report["verdict"].startswith("all 26 CUDA correctness tests passed")
 
 
 def test_time_budget_cuts_sections_short_and_still_writes_the_report(tmp_path):
-    done = run("--cpu-smoke", "--out-dir", str(tmp_path), "--budget-s", "1", "--sections", "correctness,training",
+    done = run("--cpu-smoke", "--out-dir", str(tmp_path), "--budget-s", "1", "--sections", "training,autocast",
                timeout=300)
     assert done.returncode == 1, done.stderr[-2000:]
-    report = json.loads(only(tmp_path, ".json").read_text())
+    report = json.loads(only(tmp_path, "*.json").read_text())
     assert all("cut short" in v for v in report["sections"].values()), report["sections"]
-    assert report["verdict"].startswith("INCOMPLETE") and not report["ok"]
-    assert "Not done or cut short" in only(tmp_path, ".md").read_text()
+    assert "INCOMPLETE" in report["verdict"] and not report["ok"] and "cuda_tests" not in report
+    assert "training (cut short by its time budget)" in only(tmp_path, "*.md").read_text()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")
 def test_gpu_run_without_cuda_says_so(tmp_path):
     done = run("--out-dir", str(tmp_path), timeout=300)
     assert done.returncode == 2 and "CUDA is not available" in done.stderr and "--cpu-smoke" in done.stderr
+    assert not list(tmp_path.iterdir())
+    done = subprocess.run(["bash", str(WRAPPER), str(tmp_path)], capture_output=True, text=True, timeout=300,
+                          env=environ())
+    assert done.returncode == 2 and "CUDA is not available" in done.stderr and "SMOKE=1" in done.stderr
     assert not list(tmp_path.iterdir())
 
 
@@ -97,50 +107,57 @@ def test_two_gpu_schedule_is_longest_job_first(gc):
     assert gc.schedule_hours([3600.0] * 4, 1) == 4.0 and gc.schedule_hours([], 2) == 0.0
 
 
-def test_relative_and_per_image_errors(gc):
+def test_relative_difference(gc):
     assert gc.relative(1.0001, 1.0) == pytest.approx(1e-4)
     assert gc.relative(float("nan"), 1.0) == float("inf")
-    a = torch.tensor([[1.0, 2.0, 4.0], [0.0, 1.0, 1.0]])
-    b = torch.tensor([[1.0, 2.0, 3.0], [0.0, 2.0, 1.0]])
-    assert gc.per_image_error(a, b).tolist() == pytest.approx([1 / 3, 1 / 2])
 
 
-def _report(train_pass=True, lock=True, sections=None):
-    return {"environment": {"mode": "gpu", "device": "cuda:0", "gpu_name": "NVIDIA H200"},
-            "sections": sections or {"correctness": "done"},
-            "correctness": {"ig": [{"model": "mnist", "network": "real (ReLU)", "pass": True}],
-                            "train_step": [{"dataset": "mnist", "method": "sarkar", "pass": train_pass}],
-                            "topk_attack": {"pass": True, "images": [{"verdict": "tau within 1e-3"}]},
-                            "device_auto_lock": {"pass": lock}},
-            "plan": []}
+JUNIT = """<?xml version="1.0" encoding="utf-8"?><testsuites><testsuite name="pytest" tests="3">
+<testcase classname="tests.test_cuda" name="test_a[mnist]" time="0.5"><properties>
+<property name="rel_diff" value="2e-07"/></properties></testcase>
+<testcase classname="tests.test_cuda" name="test_b" time="1.0"><failure message="AssertionError: loss 1.0 vs 2.0&#10;more">x</failure></testcase>
+<testcase classname="tests.test_cuda" name="test_c" time="0"><skipped message="no GPU"/></testcase>
+</testsuite></testsuites>"""
 
 
-def test_verdict_names_failures_and_what_did_not_run(gc):
-    text, ok = gc.verdict(_report())
-    assert ok and text.startswith("all correctness checks passed") and "tau within 1e-3" in text
-    text, ok = gc.verdict(_report(train_pass=False, lock=False))
-    assert not ok and "FAILED: train_step: mnist sarkar; device_auto_lock" in text
-    broken = _report(sections={"correctness": "cut short by its time budget"})
-    broken["correctness"]["topk_attack"] = {"cut_short": True}
-    text, ok = gc.verdict(broken)
-    assert not ok and text.startswith("INCOMPLETE") and "topk_attack not completed" in text
+def test_junit_summary_counts_outcomes_and_keeps_measurements(report_module, tmp_path):
+    path = tmp_path / "t.xml"
+    path.write_text(JUNIT)
+    tests = report_module.cuda_tests(path, 1)
+    assert (tests["tests"], tests["passed"], tests["failed"], tests["skipped"]) == (3, 1, 1, 1)
+    assert tests["failures"] == ["test_b: AssertionError: loss 1.0 vs 2.0"]
+    assert tests["rows"][0] == ["test_a[mnist]", "passed", "0.5", "rel_diff 2e-07"]
+    assert report_module.cuda_tests(tmp_path / "absent.xml", 2)["error"].startswith("unreadable")
 
 
-def test_output_names_carry_date_and_device(gc, tmp_path):
+def _report(tests=None, sections=None, rows=()):
+    report = {"environment": {"mode": "gpu", "device": "cuda:0", "gpu_name": "NVIDIA H200"},
+              "sections": sections or {"evaluator": "done", "training": "done"},
+              "evaluator": {"runs": []}, "training": {"rows": list(rows)}, "autocast": {"rows": []}}
+    if tests is not None:
+        report["cuda_tests"] = {"file": "t.xml", "tests": 3, "skipped": 0, "failures": [], "rows": [], **tests}
+    return report
+
+
+def test_verdict_names_failures_and_what_did_not_run(report_module):
+    verdict = report_module.verdict
+    text, ok = verdict(_report({"exit_code": 0, "passed": 3, "failed": 0}))
+    assert ok and text == "all 3 CUDA correctness tests passed (0 skipped). every speed section complete."
+    text, ok = verdict(_report({"exit_code": 1, "passed": 2, "failed": 1, "failures": ["test_b: loss"]}))
+    assert not ok and text.startswith("FAILED: test_b: loss")
+    text, ok = verdict(_report({"exit_code": 1, "passed": 2, "failed": 0}))  # session time limit: fewer ran
+    assert not ok and text.startswith("INCOMPLETE: 2 CUDA tests passed, none failed, but pytest exited 1")
+    text, ok = verdict(_report({"exit_code": 2, "error": "unreadable: no such file"}))
+    assert not ok and text.startswith("FAILED: CUDA tests' results t.xml unreadable")
+    text, ok = verdict(_report(sections={"evaluator": "done", "training": "cut short by its time budget"}))
+    assert not ok and "INCOMPLETE: not done or cut short: training (cut short by its time budget)" in text
+    text, ok = verdict(_report(rows=[{"dataset": "flower", "method": "sarkar", "error": "out of memory: x"}]))
+    assert not ok and "training flower/sarkar: out of memory: x" in text
+
+
+def test_output_names_carry_date_and_device(report_module, tmp_path):
     env = {"mode": "gpu", "device": "cuda:0", "gpu_name": "NVIDIA H200 NVL", "date_utc": "2026-12-01 10:00"}
-    md, js = gc.output_paths(tmp_path, env)
+    md, js = report_module.output_paths(tmp_path, env)
     assert md.name == "gpu_check-2026-12-01-NVIDIA-H200-NVL.md" and js.suffix == ".json"
-    md, _ = gc.output_paths(tmp_path, {**env, "mode": "cpu-smoke"})
+    md, _ = report_module.output_paths(tmp_path, {**env, "mode": "cpu-smoke"})
     assert md.name == "gpu_check-2026-12-01-cpu-smoke.md"
-
-
-def test_tqdm_stub_stands_in_when_tqdm_is_missing(gc, monkeypatch):
-    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm then fails
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
-    gc._tqdm_stub()
-    from tqdm.auto import tqdm
-
-    with tqdm(total=3, disable=True) as bar:
-        bar.update(1)
-        bar.set_postfix(loss=1)
-    assert sys.modules["tqdm"].__attrrob_stub__
