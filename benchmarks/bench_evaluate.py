@@ -143,6 +143,12 @@ def main(argv: list[str] | None = None) -> None:
     per_iteration["raw limit"] = wall["raw limit"] / n
     cpu = {m: c / image_iterations for m, c in CPU_SECONDS.items() if m != "raw limit"}
     cpu["raw limit"] = CPU_SECONDS["raw limit"] / n
+    print_table(device, args, n, chosen, per_iteration, cpu)
+
+
+def print_table(device: torch.device, args: argparse.Namespace, n: int, chosen: int, per_iteration: dict,
+                cpu: dict) -> None:
+    """The setting, one line per mode (speed, share of the raw limit, speed-up over TF, protocol time), a legend."""
     where = (torch.cuda.get_device_name(device) if device.type == "cuda"
              else f"{torch.get_num_threads()} CPU threads, load average {os.getloadavg()[0]:.1f}")
     print(f"device: {device} ({where})")

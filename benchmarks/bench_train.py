@@ -115,6 +115,45 @@ def memory_mb(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # peak RSS so far (Linux: KiB)
 
 
+def measure_method(method: str, args: argparse.Namespace, model, opt, x, y, raw_rows: int,
+                   device: torch.device) -> None:
+    """Time one method's step (batched IG and the per-point loop, alternated with the raw passes) and print its row."""
+    s = config.train_settings("mnist", method, overrides={"ig_max_batch": args.ig_max_batch})
+    loop = dict(s, ig_max_batch=s["batch_size"])
+    iters = args.pgd_iters if args.pgd_iters is not None else (s["pgd_steps"] if method == "madry" else 1)
+    iters = min(iters, s["pgd_steps"]) if method != "natural" else 0
+    attributional = method not in ("natural", "madry")
+    repeats = args.repeats if attributional else max(args.repeats, 5)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    # Alternate the variants (and the raw pass) so that load from other processes hits all alike.
+    batched_t, loop_t, row_costs = [], [], []
+    for _ in range(repeats):
+        batched_t.append(time_step(method, model, opt, x, y, s, iters, 1, device))
+        mem = memory_mb(device)
+        if attributional:  # natural and madry take no IG: their loop variant is the same step
+            loop_t.append(time_step(method, model, opt, x, y, loop, iters, 1, device))
+            inner_rows, outer_rows = input_gradient_rows(method, s)
+            row_costs.append((raw_row_cost(model, x, y, inner_rows, device, 1),
+                              raw_row_cost(model, x, y, min(outer_rows, raw_rows), device, 1)))
+    med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+    it_b, out_b = med([t[0] for t in batched_t]), med([t[1] for t in batched_t])
+    it_l, out_l = (med([t[0] for t in loop_t]), med([t[1] for t in loop_t])) if loop_t else (it_b, out_b)
+    step_b = out_b + s["pgd_steps"] * it_b * (method != "natural")
+    step_l = out_l + s["pgd_steps"] * it_l * (method != "natural")
+    inner_rows, outer_rows = input_gradient_rows(method, s)
+    rows = inner_rows * s["pgd_steps"] + outer_rows
+    raw = (inner_rows * s["pgd_steps"] * med([c[0] for c in row_costs])
+           + outer_rows * med([c[1] for c in row_costs])) if row_costs else 0.0
+    eps_b, eps_l = s["batch_size"] / step_b, s["batch_size"] / step_l
+    frac = f"{raw / step_b:6.2f}" if rows else "   n/a"
+    versus = f"{step_l / step_b:>6.2f}x" if loop_t else "    n/a"
+    loop_cols = f"{step_l:>8.2f}" if loop_t else f"{'-':>8}"
+    loop_eps = f"{eps_l:>9.2f}" if loop_t else f"{'-':>9}"
+    print(f"{method:<12} {rows:>9} {iters:>3}/{s['pgd_steps']:<2} {step_b:>9.2f} {loop_cols} {raw:>8.2f} "
+          f"{eps_b:>7.2f} {loop_eps} {versus} {frac} {mem:>7.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
@@ -164,40 +203,7 @@ def main(argv=None) -> None:
     print(header, flush=True)
     print("-" * len(header), flush=True)
     for method in args.methods:
-        s = config.train_settings("mnist", method, overrides={"ig_max_batch": args.ig_max_batch})
-        loop = dict(s, ig_max_batch=s["batch_size"])
-        iters = args.pgd_iters if args.pgd_iters is not None else (s["pgd_steps"] if method == "madry" else 1)
-        iters = min(iters, s["pgd_steps"]) if method != "natural" else 0
-        attributional = method not in ("natural", "madry")
-        repeats = args.repeats if attributional else max(args.repeats, 5)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        # Alternate the variants (and the raw pass) so that load from other processes hits all alike.
-        batched_t, loop_t, row_costs = [], [], []
-        for _ in range(repeats):
-            batched_t.append(time_step(method, model, opt, x, y, s, iters, 1, device))
-            mem = memory_mb(device)
-            if attributional:  # natural and madry take no IG: their loop variant is the same step
-                loop_t.append(time_step(method, model, opt, x, y, loop, iters, 1, device))
-                inner_rows, outer_rows = input_gradient_rows(method, s)
-                row_costs.append((raw_row_cost(model, x, y, inner_rows, device, 1),
-                                  raw_row_cost(model, x, y, min(outer_rows, raw_rows), device, 1)))
-        med = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-        it_b, out_b = med([t[0] for t in batched_t]), med([t[1] for t in batched_t])
-        it_l, out_l = (med([t[0] for t in loop_t]), med([t[1] for t in loop_t])) if loop_t else (it_b, out_b)
-        step_b = out_b + s["pgd_steps"] * it_b * (method != "natural")
-        step_l = out_l + s["pgd_steps"] * it_l * (method != "natural")
-        inner_rows, outer_rows = input_gradient_rows(method, s)
-        rows = inner_rows * s["pgd_steps"] + outer_rows
-        raw = (inner_rows * s["pgd_steps"] * med([c[0] for c in row_costs])
-               + outer_rows * med([c[1] for c in row_costs])) if row_costs else 0.0
-        eps_b, eps_l = s["batch_size"] / step_b, s["batch_size"] / step_l
-        frac = f"{raw / step_b:6.2f}" if rows else "   n/a"
-        versus = f"{step_l / step_b:>6.2f}x" if loop_t else "    n/a"
-        loop_cols = f"{step_l:>8.2f}" if loop_t else f"{'-':>8}"
-        loop_eps = f"{eps_l:>9.2f}" if loop_t else f"{'-':>9}"
-        print(f"{method:<12} {rows:>9} {iters:>3}/{s['pgd_steps']:<2} {step_b:>9.2f} {loop_cols} {raw:>8.2f} "
-              f"{eps_b:>7.2f} {loop_eps} {versus} {frac} {mem:>7.0f} {os.getloadavg()[0]:>5.2f}", flush=True)
+        measure_method(method, args, model, opt, x, y, raw_rows, device)
     print("\nrows/step: double-backpropagated input-gradient evaluations per step at the paper's settings;"
           "\npgd it: PGD iterations timed / per step (step time = outer + pgd_steps × measured iteration);"
           "\nvs loop: batched speed-up over the per-point loop; of raw: raw-limit time / batched step time;"
