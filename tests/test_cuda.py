@@ -2,7 +2,8 @@
 
 IG saliency maps (real and smooth networks, MNIST CNN and both ResNets), one training step of each
 method (MNIST, GTSRB), the top-k attack on MNIST images, `--device auto`'s GPU lock, and the
-evaluator's batch plan against its memory budget. Each test has its own time limit (pytest-timeout).
+evaluator's batch plan against its memory budget; the training steps, the costliest on the CPU side,
+come last. Each test has its own time limit (pytest-timeout).
 
     python -m pytest -m cuda tests/test_cuda.py            # on a GPU machine
     ATTRROB_CUDA_TESTS_ON_CPU=1 python -m pytest tests/test_cuda.py
@@ -148,54 +149,6 @@ def test_ig_saliency_matches_cpu(dataset, smooth, device, golden, record_propert
     assert err.max() <= SALIENCY_RTOL, f"per-image relative errors {err.tolist()} (tolerance {SALIENCY_RTOL:g})"
 
 
-# ----------------------------------------------------------------------------- training step
-
-
-def one_step(method, model, x, y, settings, seed: int) -> tuple[dict, float]:
-    """compute_loss + backward + update, as the training loop does; returns (terms, grad norm)."""
-    optimizer = training.make_optimizer(model, settings)
-    loss, terms = objectives.compute_loss(method, model, x, y, settings, torch.Generator().manual_seed(seed))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grads = [p.grad.detach().double().pow(2).sum() for p in model.parameters() if p.grad is not None]
-    optimizer.step()
-    return terms, float(torch.stack(grads).sum().sqrt()) if grads else 0.0
-
-
-def adversarial_difference(dataset, method, settings, x, y, device) -> float:
-    """Fraction of pixels where the inner PGD's x′ differs between CPU and device: says whether a
-    sign step flipped (sign steps amplify a rounding difference of a near-zero gradient)."""
-    found = []
-    for where in (CPU, device):
-        model = build(dataset, 3).to(where).train()
-        found.append(objectives.adversarial_example(method, model, x.to(where), y.to(where), settings,
-                                                    torch.Generator().manual_seed(5)).cpu())
-    return float((found[0] != found[1]).float().mean())
-
-
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("method", config.METHODS)
-@pytest.mark.parametrize("dataset", ["mnist", "gtsrb"])
-def test_one_training_step_matches_cpu(dataset, method, device, record_property):
-    overrides = dict(SIZES["train_overrides"], batch_size=SIZES["train_batch"][dataset])
-    s = config.train_settings(dataset, method, overrides=overrides)
-    x, y = random_inputs(dataset, s["batch_size"], 21)
-    results = []
-    for where in (CPU, device):
-        model = build(dataset, 3).to(where).train()
-        results.append(one_step(method, model, x.to(where), y.to(where), s, 5))
-    (cpu_terms, cpu_norm), (dev_terms, dev_norm) = results
-    rel = relative(dev_terms["total"], cpu_terms["total"])
-    record_property("rel_diff", rel)
-    record_property("grad_norm_rel_diff", relative(dev_norm, cpu_norm))
-    assert all(math.isfinite(v) for v in dev_terms.values()), dev_terms
-    if rel > LOSS_RTOL:
-        flipped = (adversarial_difference(dataset, method, s, x, y, device)
-                   if objectives.get_objective(method).inner is not None else None)
-        pytest.fail(f"loss {dev_terms['total']!r} on {device} vs {cpu_terms['total']!r} on the CPU: {rel:.3g} "
-                    f"relative (tolerance {LOSS_RTOL:g}); fraction of x' pixels differing: {flipped}")
-
-
 # ----------------------------------------------------------------------------- top-k attack
 
 
@@ -312,3 +265,51 @@ def test_evaluator_plan_fits_its_memory_budget(dataset, device, record_property)
         peak_of_budget = (torch.cuda.max_memory_allocated(device) - base) / plan.budget_bytes
         record_property("peak_of_budget", round(peak_of_budget, 3))
         assert peak_of_budget <= 1.0, f"peak {peak_of_budget:.3f} of the plan's budget"
+
+
+# ----------------------------------------------------------------------------- training step
+
+
+def one_step(method, model, x, y, settings, seed: int) -> tuple[dict, float]:
+    """compute_loss + backward + update, as the training loop does; returns (terms, grad norm)."""
+    optimizer = training.make_optimizer(model, settings)
+    loss, terms = objectives.compute_loss(method, model, x, y, settings, torch.Generator().manual_seed(seed))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad.detach().double().pow(2).sum() for p in model.parameters() if p.grad is not None]
+    optimizer.step()
+    return terms, float(torch.stack(grads).sum().sqrt()) if grads else 0.0
+
+
+def adversarial_difference(dataset, method, settings, x, y, device) -> float:
+    """Fraction of pixels where the inner PGD's x′ differs between CPU and device: says whether a
+    sign step flipped (sign steps amplify a rounding difference of a near-zero gradient)."""
+    found = []
+    for where in (CPU, device):
+        model = build(dataset, 3).to(where).train()
+        found.append(objectives.adversarial_example(method, model, x.to(where), y.to(where), settings,
+                                                    torch.Generator().manual_seed(5)).cpu())
+    return float((found[0] != found[1]).float().mean())
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("method", config.METHODS)
+@pytest.mark.parametrize("dataset", ["mnist", "gtsrb"])
+def test_one_training_step_matches_cpu(dataset, method, device, record_property):
+    overrides = dict(SIZES["train_overrides"], batch_size=SIZES["train_batch"][dataset])
+    s = config.train_settings(dataset, method, overrides=overrides)
+    x, y = random_inputs(dataset, s["batch_size"], 21)
+    results = []
+    for where in (CPU, device):
+        model = build(dataset, 3).to(where).train()
+        results.append(one_step(method, model, x.to(where), y.to(where), s, 5))
+    (cpu_terms, cpu_norm), (dev_terms, dev_norm) = results
+    rel = relative(dev_terms["total"], cpu_terms["total"])
+    record_property("rel_diff", rel)
+    record_property("grad_norm_rel_diff", relative(dev_norm, cpu_norm))
+    assert all(math.isfinite(v) for v in dev_terms.values()), dev_terms
+    if rel > LOSS_RTOL:
+        flipped = (adversarial_difference(dataset, method, s, x, y, device)
+                   if objectives.get_objective(method).inner is not None else None)
+        pytest.fail(f"loss {dev_terms['total']!r} on {device} vs {cpu_terms['total']!r} on the CPU: {rel:.3g} "
+                    f"relative (tolerance {LOSS_RTOL:g}); fraction of x' pixels differing: {flipped}")
