@@ -8,14 +8,13 @@ order, log rows). The final `model.pt` is `{"model", "config", "step", "dataset"
 
 from __future__ import annotations
 
-import pickle
 import warnings
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
+from . import registry
 from .errors import AttrrobError
 from .outputs import save_torch
 
@@ -48,8 +47,17 @@ def save_model(path: str | Path, *, model: torch.nn.Module, config: Mapping[str,
                       "dataset": config.get("dataset"), "method": config.get("method"), "format": FORMAT})
 
 
+# What a training checkpoint must hold beyond a model file's entries (`training.resume` reads them).
+_CHECKPOINT_ENTRIES = {"optimizer": dict, "step": int, "rng": dict, "extra": dict}
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint or model file; a missing, truncated or foreign file raises AttrrobError."""
+    """Read a checkpoint or model file; a missing, corrupt, truncated or foreign file raises AttrrobError.
+
+    Any bytes may arrive here, so every exception of the loader is caught (random bytes make
+    torch's unpickler raise IndexError, KeyError, TypeError, ... as well as its own errors), and
+    the structure is checked before anything uses it.
+    """
     path = Path(path)
     if not path.is_file():
         raise AttrrobError(f"{path}: no such model/checkpoint file; train first or fix the path")
@@ -58,17 +66,72 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             # A foreign pickle makes torch warn about its protocol before failing; the error says it all.
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
             state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as exc:
-        reason = " ".join(str(exc).split())[:160]
+    except MemoryError:
+        raise AttrrobError(f"{path}: not a readable attrrob model/checkpoint (it claims more memory than "
+                           "there is); delete it and retrain") from None
+    except Exception as exc:  # noqa: BLE001 - hostile bytes: any loader failure means "not a model file"
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:160]
         raise AttrrobError(f"{path}: not a readable attrrob model/checkpoint (corrupt, truncated or "
                            f"unsafe: {reason}); delete it and retrain") from None
+    check_structure(state, path)
+    return state
+
+
+def check_structure(state: Any, path: Path) -> None:
+    """The entries, and their types, that a model file (and, for kind 'checkpoint', a checkpoint) holds."""
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise AttrrobError(f"{path}: not an attrrob model/checkpoint (missing 'model'/'config'); "
                            "pass a model.pt written by 'attrrob train'")
     if state.get("format") != FORMAT:
-        raise AttrrobError(f"{path}: unsupported file format {state.get('format')!r} (this attrrob reads "
+        raise AttrrobError(f"{path}: unsupported file format {_short(state.get('format'))} (this attrrob reads "
                            f"format {FORMAT}); retrain with this version")
-    return state
+    weights = state["model"]
+    if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                for k, v in weights.items()):
+        raise AttrrobError(f"{path}: entry 'model' is not a mapping of parameter names to tensors; "
+                           "pass a model.pt written by 'attrrob train'")
+    if not isinstance(state["config"], dict):
+        raise AttrrobError(f"{path}: entry 'config' is not a mapping; pass a model.pt written by 'attrrob train'")
+    for key in ("dataset", "method"):
+        if not isinstance(state.get(key), (str, type(None))):
+            raise AttrrobError(f"{path}: entry '{key}' is not a name; pass a model.pt written by 'attrrob train'")
+    if not isinstance(state.get("step", 0), int):
+        raise AttrrobError(f"{path}: entry 'step' is not an integer; pass a model.pt written by 'attrrob train'")
+    if state.get("kind") != "checkpoint":
+        return
+    for key, kind in _CHECKPOINT_ENTRIES.items():
+        if not isinstance(state.get(key), kind):
+            raise AttrrobError(f"checkpoint {path}: entry '{key}' is missing or not a {kind.__name__}; "
+                               "delete the checkpoint directory to start afresh")
+
+
+def require_entries(state: Mapping, path: Path, group: str, keys: tuple[str, ...]) -> None:
+    """A checkpoint's `group` mapping holds `keys` (what the training loop saved and will restore)."""
+    missing = [key for key in keys if key not in state[group]]
+    if missing:
+        raise AttrrobError(f"checkpoint {path}: entry '{group}' lacks {', '.join(missing)}; "
+                           "delete the checkpoint directory to start afresh")
+
+
+def check_weights(path: Path, weights: Mapping[str, torch.Tensor], model: torch.nn.Module, what: str) -> None:
+    """The file's parameter names and shapes are the network's (names the first that is not)."""
+    expected = model.state_dict()
+    missing = [key for key in expected if key not in weights]
+    unexpected = [key for key in weights if key not in expected]
+    if missing or unexpected:
+        detail = f"missing {_short(missing[0])}" if missing else f"unexpected {_short(unexpected[0])}"
+        raise AttrrobError(f"{path}: weights do not fit the {what} model ({detail}; "
+                           f"{len(missing)} missing, {len(unexpected)} unexpected); pass a model of {what}")
+    for key, tensor in expected.items():
+        if tuple(weights[key].shape) != tuple(tensor.shape):
+            raise AttrrobError(f"{path}: weights do not fit the {what} model ({key} has shape "
+                               f"{list(weights[key].shape)}, the network's is {list(tensor.shape)}); "
+                               f"pass a model of {what}")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_model(path: str | Path, *, dataset: str | None = None,
@@ -84,17 +147,16 @@ def load_model(path: str | Path, *, dataset: str | None = None,
     state = load_checkpoint(path)
     file_dataset = state.get("dataset") or state["config"].get("dataset")
     if dataset is not None and file_dataset != dataset:
-        raise AttrrobError(f"{path}: model was trained on '{file_dataset}', not '{dataset}'; "
+        raise AttrrobError(f"{path}: model was trained on {_short(file_dataset)}, not '{dataset}'; "
                            "pass the model file of that data set")
     if file_dataset is None:
         raise AttrrobError(f"{path}: records no data set; pass a model.pt written by 'attrrob train'")
+    if file_dataset not in registry.DATASETS:
+        raise AttrrobError(f"{path}: records the unknown data set {_short(file_dataset)}; "
+                           "pass a model.pt written by 'attrrob train'")
     model = models.build(file_dataset)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise AttrrobError(f"{path}: weights do not fit the {file_dataset} model ({first}); "
-                           "retrain with this version") from None
+    check_weights(path, state["model"], model, file_dataset)
+    model.load_state_dict(state["model"])
     model.to(device).eval()
     meta = {"dataset": file_dataset, "method": state.get("method") or state["config"].get("method"),
             "step": int(state.get("step", 0)), "config": state["config"]}

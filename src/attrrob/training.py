@@ -96,6 +96,10 @@ class BatchOrder:
         self.perm, self.pos, self.epoch = state["perm"].clone(), int(state["pos"]), int(state["epoch"])
 
 
+_RNG_ENTRIES = ("data_generator", "noise_generator", "torch", "numpy", "python")
+_EXTRA_ENTRIES = ("data_order", "log_rows", "train_time_s", "wall_time_s", "last_terms")
+
+
 def _rng_state(data_gen: torch.Generator, noise_gen: torch.Generator) -> dict:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     version, internal, gauss_next = random.getstate()
@@ -205,16 +209,27 @@ def resume(state: RunState, ckpt_path: Path, settings: Mapping, force: bool = Fa
     if saved["step"] > total_steps:
         raise AttrrobError(f"checkpoint {ckpt_path} is at step {saved['step']}, beyond steps={total_steps}; "
                            "raise --steps or delete the checkpoint directory")
+    checkpoint.require_entries(saved, ckpt_path, "rng", _RNG_ENTRIES)
+    checkpoint.require_entries(saved, ckpt_path, "extra", _EXTRA_ENTRIES)
+    checkpoint.check_weights(ckpt_path, saved["model"], state.model, settings["dataset"])
     extra = saved["extra"]
-    state.model.load_state_dict(saved["model"])
-    state.optimizer.load_state_dict(saved["optimizer"])
-    state.order.load_state_dict(extra["data_order"])
-    _restore_rng(saved["rng"], state.data_gen, state.noise_gen)
+    try:
+        state.model.load_state_dict(saved["model"])
+        state.optimizer.load_state_dict(saved["optimizer"])
+        state.order.load_state_dict(extra["data_order"])
+        _restore_rng(saved["rng"], state.data_gen, state.noise_gen)
+        state.rows = list(extra["log_rows"])
+        state.train_time = float(extra["train_time_s"])
+        state.wall_before = float(extra["wall_time_s"])
+        state.last_terms = dict(extra["last_terms"])
+    except AttrrobError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
+        # A checkpoint of the right keys but wrong contents (damaged, or not written by this loop).
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:120]
+        raise AttrrobError(f"checkpoint {ckpt_path}: its training state cannot be restored ({reason}); "
+                           "delete the checkpoint directory to start afresh") from None
     state.step = state.resumed_from = saved["step"]
-    state.rows = list(extra["log_rows"])
-    state.train_time = float(extra["train_time_s"])
-    state.wall_before = float(extra["wall_time_s"])
-    state.last_terms = dict(extra["last_terms"])
     return True
 
 

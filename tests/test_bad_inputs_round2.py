@@ -1,0 +1,165 @@
+"""Bad inputs, round two: hostile or unlucky files, full and read-only disks, two writers, hostile YAML.
+
+As in test_bad_inputs.py, every case must end in a non-zero exit with exactly one error line that
+names the file or key at fault, no traceback, and every earlier result keeping its bytes. The
+fuzz cases (random and truncated model files) call the loader directly, so a few hundred files
+take about a second.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attrrob import checkpoint, models
+from attrrob.errors import AttrrobError
+
+from test_bad_inputs import MODULES, base_argv, snapshot
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    """Earlier results: digits data, a 2-step natural model (outputs + checkpoint), an attack, an accuracy."""
+    from test_bad_inputs import ws as first_round
+
+    return first_round.__wrapped__(tmp_path_factory)
+
+
+def run_cli(verb: str, argv: list[str], capsys) -> tuple[int, str]:
+    """(exit code, the one error line) of an in-process CLI call that must fail cleanly."""
+    with pytest.raises(SystemExit) as exit_info:
+        MODULES[verb].main(argv)
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert exit_info.value.code not in (0, None), text
+    assert "Traceback" not in text, text
+    errors = [line for line in text.splitlines() if "error:" in line]
+    assert len(errors) == 1, text
+    return exit_info.value.code, errors[0]
+
+
+def assert_one_clear_line(ws: Path, capsys, verb: str, argv: list[str], *fragments: str) -> str:
+    before = snapshot(ws)
+    _, line = run_cli(verb, argv, capsys)
+    for fragment in fragments:
+        assert fragment in line, line
+    assert snapshot(ws) == before
+    return line
+
+
+# ------------------------------------------------------------------ 1. model and checkpoint files
+
+
+def _loads_or_refuses(path: Path) -> str:
+    """'ok' or 'refused'; any other exception fails the test (it would be a traceback)."""
+    try:
+        checkpoint.load_model(path)
+    except AttrrobError as exc:
+        assert str(path) in str(exc) and "\n" not in str(exc)
+        return "refused"
+    return "ok"
+
+
+def test_random_bytes_as_a_model_file_are_refused(tmp_path):
+    rng = np.random.default_rng(20)
+    outcomes = []
+    for i in range(256):
+        path = tmp_path / f"random_{i}.pt"
+        size = int(rng.integers(0, 4096))
+        head = b"PK\x03\x04" if i % 4 == 0 else (b"\x80\x02" if i % 4 == 1 else b"")  # zip / pickle-looking starts
+        path.write_bytes(head + rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        outcomes.append(_loads_or_refuses(path))
+    assert outcomes == ["refused"] * 256
+
+
+@pytest.mark.parametrize("kind", ["model", "checkpoint"])
+def test_truncated_and_bit_flipped_model_files_never_escape(tmp_path, kind):
+    torch.manual_seed(0)
+    model = models.build("digits")
+    good = tmp_path / "good.pt"
+    settings = {"dataset": "digits", "method": "natural"}
+    if kind == "model":
+        checkpoint.save_model(good, model=model, config=settings, step=3)
+    else:
+        checkpoint.save_checkpoint(good, model=model, optimizer=torch.optim.Adam(model.parameters()), step=3,
+                                   rng={}, config=settings)
+    data = good.read_bytes()
+    rng = np.random.default_rng(len(data))
+    cuts = sorted(set(rng.integers(0, len(data), 120).tolist()) | {0, 1, len(data) - 1})
+    for cut in cuts:
+        path = tmp_path / f"cut_{cut}.pt"
+        path.write_bytes(data[:cut])
+        assert _loads_or_refuses(path) == "refused", cut
+    flipped = 0
+    for i in range(120):  # a damaged byte may leave the file loadable (tensor data has no checksum)
+        buf = bytearray(data)
+        buf[int(rng.integers(0, len(buf)))] ^= int(rng.integers(1, 256))
+        path = tmp_path / f"flip_{i}.pt"
+        path.write_bytes(bytes(buf))
+        flipped += _loads_or_refuses(path) == "refused"
+    assert flipped > 0
+
+
+def _saved(path: Path, obj) -> str:
+    torch.save(obj, path)
+    return str(path)
+
+
+def test_safe_loadable_files_of_the_wrong_structure(tmp_path):
+    weights = models.build("digits").state_dict()
+    mnist = models.build("mnist").state_dict()
+    config = {"dataset": "digits", "method": "natural"}
+    base = {"config": config, "dataset": "digits", "method": "natural", "step": 1, "format": 1}
+    cases = {
+        "a list": ([1, 2, 3], "missing 'model'/'config'"),
+        "weights a number": ({**base, "model": 3}, "entry 'model' is not a mapping of parameter names to tensors"),
+        "weights a list": ({**base, "model": [torch.zeros(2)]}, "entry 'model' is not a mapping"),
+        "weights of strings": ({**base, "model": {"fc1.weight": "x"}}, "entry 'model' is not a mapping"),
+        "config a string": ({**base, "model": weights, "config": "digits"}, "entry 'config' is not a mapping"),
+        "format 2": ({**base, "model": weights, "format": 2}, "unsupported file format 2"),
+        "step text": ({**base, "model": weights, "step": "7"}, "entry 'step' is not an integer"),
+        "dataset a number": ({**base, "model": weights, "dataset": 5}, "entry 'dataset' is not a name"),
+        "unknown data set": ({**base, "model": weights, "dataset": "cifar" * 40}, "records the unknown data set"),
+        "another architecture": ({**base, "model": mnist}, "weights do not fit the digits model (conv1.weight has shape"),
+        "a missing layer": ({**base, "model": {k: v for k, v in weights.items() if k != "fc2.bias"}},
+                            "weights do not fit the digits model (missing 'fc2.bias'"),
+        "an extra layer": ({**base, "model": {**weights, "fc3.weight": torch.zeros(1)}},
+                           "weights do not fit the digits model (unexpected 'fc3.weight'"),
+        "checkpoint without rng": ({**base, "model": weights, "kind": "checkpoint", "optimizer": {}, "extra": {}},
+                                   "entry 'rng' is missing or not a dict"),
+    }
+    for name, (obj, fragment) in cases.items():
+        path = _saved(tmp_path / f"{name}.pt", obj)
+        with pytest.raises(AttrrobError) as info:
+            checkpoint.load_model(path)
+        assert path in str(info.value) and fragment in str(info.value), (name, str(info.value))
+
+
+def test_hostile_model_and_checkpoint_files_through_the_commands(ws, capsys):
+    rng = np.random.default_rng(7)
+    hostile = ws / "hostile"
+    hostile.mkdir(exist_ok=True)
+    (hostile / "random.pt").write_bytes(rng.integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    good = (ws / "results/natural/model.pt").read_bytes()
+    (hostile / "truncated.pt").write_bytes(good[: len(good) // 2])
+    torch.save({"model": [1], "config": {}, "format": 1}, hostile / "not_dict.pt")
+    for verb in ("evaluate", "evaluate-accuracy"):
+        for name, fragment in (("random.pt", "not a readable attrrob model"), ("truncated.pt", "not a readable"),
+                               ("not_dict.pt", "entry 'model' is not a mapping")):
+            path = str(hostile / name)
+            assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + ["--model", path], path, fragment)
+    # A checkpoint found in --checkpoint-dir that lacks an entry the resume needs.
+    state = torch.load(ws / "checkpoints/natural/latest.pt", weights_only=True)
+    del state["rng"]["numpy"]
+    (hostile / "ck").mkdir(exist_ok=True)
+    torch.save(state, hostile / "ck/latest.pt")
+    assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--checkpoint-dir", str(hostile / "ck")],
+                          str(hostile / "ck/latest.pt"), "entry 'rng' lacks numpy")
