@@ -51,7 +51,9 @@ def assert_one_clear_line(ws: Path, capsys, verb: str, argv: list[str], *fragmen
     _, line = run_cli(verb, argv, capsys)
     for fragment in fragments:
         assert fragment in line, line
-    assert snapshot(ws) == before
+    after = snapshot(ws)
+    assert {name: after.get(name) for name in before} == before  # earlier files keep their bytes
+    assert all(name.startswith(("new/", "hostile/", "collect/")) for name in set(after) - set(before))
     return line
 
 
@@ -163,3 +165,105 @@ def test_hostile_model_and_checkpoint_files_through_the_commands(ws, capsys):
     torch.save(state, hostile / "ck/latest.pt")
     assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--checkpoint-dir", str(hostile / "ck")],
                           str(hostile / "ck/latest.pt"), "entry 'rng' lacks numpy")
+
+
+# ------------------------------------------------------------------ 2. full and read-only disks
+
+QUICK = {  # each command's fastest complete run, so that it reaches its writes
+    "train": ["--steps", "1"],
+    "evaluate": ["--num-examples", "2", "--set", "iterations=1", "--set", "ig_steps=2", "--save-examples", "1"],
+    "evaluate-accuracy": ["--num-examples", "4", "--set", "steps=1", "--no-autoattack"],
+}
+
+
+def _mount(*args: str) -> bool:
+    return subprocess.run(["mount", *args], capture_output=True).returncode == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 64 KiB tmpfs (root only), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    point = tmp_path / "disk"
+    point.mkdir()
+    if not _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)):
+        pytest.skip("cannot mount a tmpfs here")
+    yield point
+    subprocess.run(["umount", str(point)], check=True)
+
+
+def _fill(disk: Path) -> None:
+    with open(disk / "filler", "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(b"\0" * 512)
+        except OSError:
+            pass
+
+
+def _earlier_results(folder: Path, names=("summary.json", "per_example.csv", "train_log.csv")) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / name).write_bytes(f"earlier {name}\n".encode())
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "evaluate-accuracy", "checkpoints", "collect-results"])
+def test_a_full_disk_is_one_line_and_keeps_earlier_results(ws, capsys, small_disk, verb):
+    out = small_disk / "out"
+    _earlier_results(out)
+    _fill(small_disk)
+    before = snapshot(small_disk)
+    if verb == "collect-results":
+        results = ws / "collect" / "digits"
+        results.mkdir(parents=True, exist_ok=True)
+        if not (results / "natural").exists():
+            (results / "natural").symlink_to(ws / "results/natural")
+        argv = ["--results-dir", str(ws / "collect"), "--datasets", "digits", "--methods", "natural",
+                "--metrics", str(out / "summary.json")]
+        target = out / "summary.json"
+    elif verb == "checkpoints":  # the results folder has room; the checkpoint folder has none
+        argv = base_argv("train", ws, out=str(ws / "new/ck_full_out")) + QUICK["train"] + [
+            "--checkpoint-dir", str(out)]
+        target = out / "latest.pt"
+        verb = "train"
+    else:
+        argv = base_argv(verb, ws, out=str(out)) + QUICK[verb]
+        target = out
+    line = assert_one_clear_line(ws, capsys, verb, argv, f"cannot write {target}", "No space left on device (ENOSPC)")
+    assert "earlier files there are unchanged" in line
+    assert snapshot(small_disk) == before  # earlier files intact, no temporary file left
+
+
+@pytest.fixture
+def read_only_results(tmp_path):
+    """A folder of earlier results, seen through a read-only bind mount (root only)."""
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    source, point = tmp_path / "source", tmp_path / "ro"
+    _earlier_results(source / "out")
+    point.mkdir()
+    if not _mount("--bind", str(source), str(point)):
+        pytest.skip("cannot bind-mount here")
+    try:
+        if not _mount("-o", "remount,ro,bind", str(point)):
+            pytest.skip("cannot remount read-only here")
+        yield point
+    finally:
+        subprocess.run(["umount", str(point)], check=True)
+
+
+@pytest.mark.parametrize("verb", ["train", "evaluate", "evaluate-accuracy", "checkpoints", "collect-results"])
+def test_a_read_only_disk_is_one_line_and_keeps_earlier_results(ws, capsys, read_only_results, verb):
+    out = read_only_results / "out"
+    before = snapshot(read_only_results)
+    if verb == "collect-results":
+        argv = ["--results-dir", str(ws / "results"), "--datasets", "digits", "--methods", "natural",
+                "--metrics", str(out / "summary.json")]
+    elif verb == "checkpoints":
+        argv = base_argv("train", ws, out=str(ws / "new/ck_ro_out")) + QUICK["train"] + ["--checkpoint-dir", str(out)]
+        verb = "train"
+    else:
+        argv = base_argv(verb, ws, out=str(out)) + QUICK[verb]
+    assert_one_clear_line(ws, capsys, verb, argv, f"cannot write {out}", "Read-only file system (EROFS)")
+    assert snapshot(read_only_results) == before

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import functools
+import os
 import sys
 
 
@@ -18,6 +20,26 @@ class DataError(AttrrobError):
     """Missing, corrupt or unverifiable data (names the file and what to do)."""
 
 
+# What to do about the write errors a user can fix, by errno.
+_WRITE_HINTS = {
+    errno.ENOSPC: "free some space or pass another output path",
+    errno.EDQUOT: "free some of your quota or pass another output path",
+    errno.EROFS: "pass an output path on a writable file system",
+    errno.EACCES: "pass an output path you may write to",
+    errno.EPERM: "pass an output path you may write to",
+}
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> AttrrobError:
+    """One line for a failed write: the path, the errno's meaning and name, and what to do."""
+    code = exc.errno
+    name = errno.errorcode.get(code, "") if code is not None else ""
+    meaning = os.strerror(code) if code is not None else " ".join(str(exc).split())
+    hint = _WRITE_HINTS.get(code, "check the path and the disk")
+    return AttrrobError(f"cannot write {path}: {meaning}{f' ({name})' if name else ''}; {hint} "
+                        "(earlier files there are unchanged)")
+
+
 def one_line_errors(main):
     """Decorate a CLI entry point so that an AttrrobError exits with code 2 and a single line on stderr."""
 
@@ -27,6 +49,13 @@ def one_line_errors(main):
             return main(*args, **kwargs)
         except AttrrobError as exc:
             message = " ".join(str(exc).split())
+            print(f"attrrob: error: {message}", file=sys.stderr)
+            raise SystemExit(2) from None
+        except OSError as exc:
+            if exc.errno not in _WRITE_HINTS:
+                raise
+            # A file system refusing a write outside attrrob.outputs (a directory, a lock file).
+            message = " ".join(str(write_error(exc.filename or "a file", exc)).split())
             print(f"attrrob: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except KeyboardInterrupt:
