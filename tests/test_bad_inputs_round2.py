@@ -267,3 +267,52 @@ def test_a_read_only_disk_is_one_line_and_keeps_earlier_results(ws, capsys, read
         argv = base_argv(verb, ws, out=str(out)) + QUICK[verb]
     assert_one_clear_line(ws, capsys, verb, argv, f"cannot write {out}", "Read-only file system (EROFS)")
     assert snapshot(read_only_results) == before
+
+
+# ------------------------------------------------------------------ 3. prepared data, bad content, good hash
+
+
+def _with(arrays: dict, key: str, change) -> dict:
+    out = {k: v.copy() for k, v in arrays.items()}
+    out[key] = change(out[key])
+    return out
+
+
+def _set(index, value):
+    def change(array):
+        array[index] = value
+        return array
+    return change
+
+
+BAD_CONTENT = {  # name: (split, key, change, fragment of the error)
+    "label 12": ("train", "y_train", _set(5, 12), "y_train[5] = 12 is not a class of digits (0..9)"),
+    "label -1": ("test", "y_test", _set(3, -1), "y_test[3] = -1 is not a class of digits"),
+    "labels as floats": ("train", "y_train", lambda y: y.astype(np.float32), "y_train has dtype float32"),
+    "pixels as text": ("test", "x_test", lambda x: x.astype("U2"), "x_test has dtype <U2, not a number type"),
+    "pixel above range": ("train", "x_train", _set((7, 0, 2, 3), 200), "x_train[7] has pixel values outside"),
+    "NaN pixel": ("test", "x_test", lambda x: _set((4, 0, 1, 1), np.nan)(x.astype(np.float32)),
+                  "x_test[4] holds NaN or infinite pixels"),
+    "Inf pixel": ("train", "x_train", lambda x: _set((9, 0, 0, 0), np.inf)(x.astype(np.float32)),
+                  "x_train[9] holds NaN or infinite pixels"),
+    "negative pixel": ("test", "x_test", lambda x: _set((2, 0, 5, 5), -1.0)(x.astype(np.float64)),
+                       "x_test[2] has pixel values outside the digits range"),
+    "wrong image size": ("train", "x_train", lambda x: np.zeros((len(x), 1, 8, 9), np.uint8),
+                         "x_train images are [1, 8, 9], digits images are [1, 8, 8]"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_CONTENT, ids=list(BAD_CONTENT))
+def test_prepared_data_with_bad_content_but_a_matching_hash(ws, capsys, tmp_path, case):
+    from attrrob.data import store
+
+    split, key, change, fragment = BAD_CONTENT[case]
+    source = ws / "data/digits.npz"
+    arrays = dict(zip(("x_train", "y_train", "x_test", "y_test"),
+                      store.read_npz_arrays(source, ("x_train", "y_train", "x_test", "y_test"), what="test")))
+    manifest = {k: v for k, v in store.load_manifest(source).items()
+                if k not in ("arrays", "npz_sha256", "file", "format")}
+    bad = tmp_path / "prepared" / "digits.npz"
+    store.write_prepared(bad, _with(arrays, key, change), manifest)  # a manifest whose hash matches
+    verb = "train" if split == "train" else "evaluate"
+    assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + ["--data", str(bad)], str(bad), fragment)

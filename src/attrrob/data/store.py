@@ -95,6 +95,58 @@ def load_manifest(path: str | Path) -> dict:
     return manifest
 
 
+def _first(bad: np.ndarray) -> int:
+    """The first image (index along axis 0) where `bad` holds."""
+    return int(np.flatnonzero(bad.reshape(len(bad), -1).any(axis=1))[0])
+
+
+def check_content(path: Path, split: str, x: np.ndarray, y: np.ndarray, manifest: Mapping) -> None:
+    """The arrays are what the manifest and the data set say: dtype, shape, finite values in the data
+    set's range, labels in [0, classes). A matching hash only says the file is the one the manifest
+    describes, not that its content is sane; errors name the file and the first bad index."""
+    from ..config import dataset_input
+    from ..registry import DATASETS
+
+    dataset, hint = manifest.get("dataset"), _rerun_hint(manifest.get("dataset"))
+    where = f"prepared file {path}"
+    for key, array in ((f"x_{split}", x), (f"y_{split}", y)):
+        described = (manifest.get("arrays") or {}).get(key) or {}
+        if described and (str(array.dtype) != described.get("dtype") or list(array.shape) != described.get("shape")):
+            raise DataError(f"{where}: {key} is {array.dtype} {list(array.shape)}, its manifest says "
+                            f"{described.get('dtype')} {described.get('shape')}; {hint}")
+    if x.dtype.kind not in "uif":
+        raise DataError(f"{where}: x_{split} has dtype {x.dtype}, not a number type; {hint}")
+    if y.dtype.kind not in "ui":
+        raise DataError(f"{where}: y_{split} has dtype {y.dtype}; labels must be integers; {hint}")
+    scale = manifest.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
+        raise DataError(f"{where}: its manifest's scale {str(scale)[:40]!r} is not a positive number; {hint}")
+    if dataset not in DATASETS:
+        raise DataError(f"{where}: its manifest names the unknown data set {str(dataset)[:40]!r}; {hint}")
+    spec = dataset_input(dataset)
+    expected = (spec["channels"], spec["height"], spec["width"])
+    if x.shape[1:] != expected:
+        raise DataError(f"{where}: x_{split} images are {list(x.shape[1:])}, {dataset} images are "
+                        f"{list(expected)}; {hint}")
+    if x.dtype.kind == "f" and len(x):
+        finite = np.isfinite(x)
+        if not finite.all():
+            i = _first(~finite)
+            raise DataError(f"{where}: x_{split}[{i}] holds NaN or infinite pixels; {hint}")
+    top = spec["max_value"] / scale  # the stored values' range
+    if len(x):
+        outside = (x < 0) | (x > top * (1 + 1e-6))
+        if outside.any():
+            i = _first(outside)
+            raise DataError(f"{where}: x_{split}[{i}] has pixel values outside the {dataset} range "
+                            f"[0, {spec['max_value']}] (stored [0, {top:g}] × scale {scale:g}); {hint}")
+    bad_labels = (y < 0) | (y >= spec["classes"])
+    if bad_labels.any():
+        i = int(np.flatnonzero(bad_labels)[0])
+        raise DataError(f"{where}: y_{split}[{i}] = {int(y[i])} is not a class of {dataset} "
+                        f"(0..{spec['classes'] - 1}); {hint}")
+
+
 def load_prepared(path: str | Path, split: str, *, verify: bool = True, as_stored: bool = False):
     """(x, y) of one split: x a float32 tensor NCHW in the data set's native range, y int64.
 
@@ -122,6 +174,7 @@ def load_prepared(path: str | Path, split: str, *, verify: bool = True, as_store
     if x.ndim != 4 or y.shape != (x.shape[0],):
         raise DataError(f"prepared file {path}: x_{split} {x.shape} / y_{split} {y.shape} are not "
                         f"[N,C,H,W] / [N]; {hint}")
+    check_content(path, split, x, y, manifest)
     labels = torch.from_numpy(y.astype(np.int64, copy=False))
     if as_stored:
         return torch.from_numpy(x), labels
