@@ -316,3 +316,41 @@ def test_prepared_data_with_bad_content_but_a_matching_hash(ws, capsys, tmp_path
     store.write_prepared(bad, _with(arrays, key, change), manifest)  # a manifest whose hash matches
     verb = "train" if split == "train" else "evaluate"
     assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + ["--data", str(bad)], str(bad), fragment)
+
+
+# ------------------------------------------------------------------ 4. numbers too large or of the wrong sign
+
+BOUNDS = [
+    ("train", ["--set", "seed=1000000000000000000000000000000"], "--set seed: must be ≤ 4294967295, got 1000"),
+    ("train", ["--set", "seed=10**30"], "--set seed: expected an integer, got '10**30'"),
+    ("train", ["--set", "seed=4294967296"], "--set seed: must be ≤ 4294967295"),
+    ("train", ["--set", "batch_size=100000000000000000000"], "--set batch_size: must be ≤ 10000000"),
+    ("train", ["--set", "batch_size=5000"], "batch_size=5000 exceeds the 1437 training images"),
+    ("train", ["--steps", "100000000000"], "--set steps: must be ≤ 10000000"),
+    ("train", ["--set", "pgd_steps=1000000"], "--set pgd_steps: must be ≤ 100000"),
+    ("train", ["--set", "eps=1e400"], "--set eps: must be finite"),
+    ("train", ["--threads", "100000"], "--threads: must be ≤ 4096"),
+    ("evaluate", ["--seed", "-1"], "--seed: must be ≥ 0, got -1"),
+    ("evaluate", ["--seed", "4294967296"], "--seed: must be ≤ 4294967295"),
+    ("evaluate", ["--save-examples", "1000000"], "--save-examples: must be ≤ 10000"),
+    ("evaluate", ["--batch-images", "100000000000"], "--batch-images: must be ≤ 10000000"),
+    ("evaluate", ["--memory-budget-gb", "inf"], "--memory-budget-gb: must be finite"),
+    ("evaluate", ["--set", "iterations=10000000000"], "--set iterations: must be ≤ 100000"),
+    ("evaluate", ["--num-examples", "100000000000"], "--set num_examples: must be ≤ 10000000"),
+    ("evaluate-accuracy", ["--seed", "-1"], "--seed: must be ≥ 0, got -1"),
+    ("evaluate-accuracy", ["--seed", "99999999999999999999"], "--seed: must be ≤ 4294967295"),
+    ("evaluate-accuracy", ["--set", "batch_size=100000000000000000000"], "--set batch_size: must be ≤ 10000000"),
+    ("evaluate-accuracy", ["--set", "steps=1000000000"], "--set steps: must be ≤ 100000"),
+]
+
+
+@pytest.mark.parametrize("verb, extra, fragment", BOUNDS, ids=[f"{v}:{' '.join(e)}"[:60] for v, e, _ in BOUNDS])
+def test_numbers_too_large_or_negative(ws, capsys, verb, extra, fragment):
+    assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + extra, fragment)
+
+
+def test_config_file_seed_out_of_range(ws, capsys, tmp_path):
+    path = tmp_path / "seed.yaml"
+    path.write_text("hyperparameters:\n  digits: {train: {common: {seed: 18446744073709551616}}}\n")
+    assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--config", str(path)],
+                          str(path), "hyperparameters.digits.train.common.seed: must be ≤ 4294967295")

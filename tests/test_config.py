@@ -257,3 +257,12 @@ def test_unknown_attack_name_lists_the_variants(tmp_path):
     # a variant defined for one data set only cannot run on another one of the same config
     with pytest.raises(ConfigError, match="unknown attack 'topk_k75'"):
         config.check_all_settings(path, ["mnist", "digits"], ["natural"], ["topk_k75"])
+
+
+def test_schema_option_bounds_mirror_the_option_limits():
+    """The workflow options passed on to the commands have the commands' bounds."""
+    schema = _schema()["properties"]
+    limits = config.OPTION_LIMITS
+    assert schema["train_steps"]["maximum"] == limits["steps"]["maximum"]
+    assert schema["evaluation"]["properties"]["num_examples"]["oneOf"][0]["maximum"] == limits["num_examples"]["maximum"]
+    assert schema["evaluation"]["properties"]["save_examples"]["maximum"] == limits["save_examples"]["maximum"]

@@ -15,7 +15,9 @@ import copy
 import functools
 import hashlib
 import json
+import math
 import re
+import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -36,34 +38,53 @@ ALL = "all"  # num_examples: every test image (a number above the test-set size 
 VARIANTS = "attack_variants"
 VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
-# Value limits per settings section, as JSON-schema keywords (the schema mirrors them).
+# Value limits per settings section, as JSON-schema keywords (the schema mirrors them). Every
+# integer has an upper bound too: a huge value is a typo, and left alone it overflows a seed or
+# grows a batch until memory runs out. Run-time checks add the bounds that depend on the data
+# (batch ≤ the training set, num_examples ≤ the test set, k ≤ H·W, target classes < classes).
+SEED = {"minimum": 0, "maximum": 2**32 - 1}  # numpy's and torch's seed range
+_MANY = 10**7       # counts of steps or images: more than any data set or run here
+_ITERATIONS = 10**5  # iterations of an inner loop (PGD, IG points, restarts)
 _POSITIVE = {"exclusiveMinimum": 0}
 _AT_LEAST_0 = {"minimum": 0}
-_AT_LEAST_1 = {"minimum": 1}
+_COUNT_0 = {"minimum": 0, "maximum": _MANY}
+_COUNT_1 = {"minimum": 1, "maximum": _MANY}
+_LOOP_0 = {"minimum": 0, "maximum": _ITERATIONS}
+_LOOP_1 = {"minimum": 1, "maximum": _ITERATIONS}
 LIMITS: dict[str, dict[str, dict]] = {
     "train": {
-        "batch_size": _AT_LEAST_1, "steps": _AT_LEAST_1, "seed": _AT_LEAST_0,
+        "batch_size": _COUNT_1, "steps": _COUNT_1, "seed": SEED,
         "optimizer": {"enum": ["adam", "momentum"]}, "momentum": _AT_LEAST_0, "weight_decay": _AT_LEAST_0,
         "loss_reduction": {"enum": ["sum", "mean"]}, "eps": _AT_LEAST_0,
-        "pgd_steps": _AT_LEAST_0,  # 0 = the random start only
-        "pgd_step_size": _POSITIVE, "m": _AT_LEAST_1, "approx_factor": _AT_LEAST_1,
+        "pgd_steps": _LOOP_0,  # 0 = the random start only
+        "pgd_step_size": _POSITIVE, "m": _LOOP_1, "approx_factor": _LOOP_1,
         "lam": _AT_LEAST_0, "beta": _AT_LEAST_0, "inner_ig_weight": _AT_LEAST_0,
-        "log_every": _AT_LEAST_1, "checkpoint_every": _AT_LEAST_1, "ig_max_batch": _AT_LEAST_0,
+        "log_every": _COUNT_1, "checkpoint_every": _COUNT_1, "ig_max_batch": _COUNT_0,
     },
-    "accuracy": {"eps": _AT_LEAST_0, "steps": _AT_LEAST_1, "step_size": _POSITIVE, "batch_size": _AT_LEAST_1,
-                 "num_examples": _AT_LEAST_1, "autoattack_iterations": _AT_LEAST_1,
-                 "autoattack_target_classes": _AT_LEAST_1},
+    "accuracy": {"eps": _AT_LEAST_0, "steps": _LOOP_1, "step_size": _POSITIVE, "batch_size": _COUNT_1,
+                 "num_examples": _COUNT_1, "autoattack_iterations": _LOOP_1,
+                 "autoattack_target_classes": _LOOP_1},
     "attack": {
-        "eps": _AT_LEAST_0, "step_size": _POSITIVE, "iterations": _AT_LEAST_1, "k_attack": _AT_LEAST_1,
-        "k_metric": _AT_LEAST_1, "ig_steps": _AT_LEAST_1, "restarts": _AT_LEAST_1,
-        "random_restarts": _AT_LEAST_1, "ties": {"enum": list(TIES_MODES)}, "num_examples": _AT_LEAST_1,
-        "zero_direction": {"enum": list(ZERO_DIRECTION_MODES)}, "batch_images": _AT_LEAST_1,
-        "ig_max_batch": _AT_LEAST_0,
-        "window": {"minimum": 1, "not": {"multipleOf": 2}},  # LENS: an odd w × w square centred on a pixel
+        "eps": _AT_LEAST_0, "step_size": _POSITIVE, "iterations": _LOOP_1, "k_attack": _COUNT_1,
+        "k_metric": _COUNT_1, "ig_steps": _LOOP_1, "restarts": _LOOP_1,
+        "random_restarts": _LOOP_1, "ties": {"enum": list(TIES_MODES)}, "num_examples": _COUNT_1,
+        "zero_direction": {"enum": list(ZERO_DIRECTION_MODES)}, "batch_images": _COUNT_1,
+        "ig_max_batch": _COUNT_0,
+        "window": {"minimum": 1, "maximum": _ITERATIONS, "not": {"multipleOf": 2}},  # LENS: an odd w × w square centred on a pixel
     },
-    "prepare": {"validation_holdout": _AT_LEAST_0, "augment_per_class": _AT_LEAST_0, "seed": _AT_LEAST_0,
-                "split_seed": _AT_LEAST_0, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+    "prepare": {"validation_holdout": _COUNT_0, "augment_per_class": _COUNT_0, "seed": SEED,
+                "split_seed": SEED, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1}},
 }
+# Limits of the command-line options that are not settings (the workflow schema mirrors the ones
+# it passes on: evaluation.save_examples; train_steps and evaluation.num_examples are _MANY).
+OPTION_LIMITS: dict[str, dict] = {
+    "seed": SEED, "save_examples": {"minimum": 0, "maximum": 10_000}, "threads": {"minimum": 1, "maximum": 4096},
+    "batch_images": _COUNT_1, "memory_budget_gb": {"exclusiveMinimum": 0, "maximum": 1 << 20},
+    "steps": _COUNT_1, "num_examples": _COUNT_1,
+}
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
 # Keys that also take the string "all".
 _ALL_ALLOWED = frozenset({"num_examples"})
 
@@ -76,8 +97,12 @@ def _limit_problem(limits: Mapping, value: Any) -> str | None:
         return None if value in limits["enum"] else f"expected one of {', '.join(limits['enum'])}"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None  # types are checked elsewhere
+    if isinstance(value, float) and math.isinf(value):
+        return "must be finite"
     if "minimum" in limits and not value >= limits["minimum"]:
         return f"must be ≥ {limits['minimum']}"
+    if "maximum" in limits and not value <= limits["maximum"]:
+        return f"must be ≤ {limits['maximum']}"
     if "exclusiveMinimum" in limits and not value > limits["exclusiveMinimum"]:
         return f"must be > {limits['exclusiveMinimum']}"
     if "exclusiveMaximum" in limits and not value < limits["exclusiveMaximum"]:
@@ -90,9 +115,21 @@ def _limit_problem(limits: Mapping, value: Any) -> str | None:
 
 def check_value(section: str, key: str, value: Any, where: str) -> None:
     """Raise ConfigError when `value` of `section.key` is outside its limits (`where` names it)."""
-    problem = _limit_problem(LIMITS.get(section, {}).get(key, {}), value)
+    check_limits(LIMITS.get(section, {}).get(key, {}), value, where)
+
+
+def check_limits(limits: Mapping, value: Any, where: str) -> None:
+    """Raise ConfigError when `value` is outside `limits` (e.g. `SEED` for a --seed option)."""
+    problem = _limit_problem(limits, value)
     if problem:
-        raise ConfigError(f"{where}: {problem}, got {value!r}")
+        raise ConfigError(f"{where}: {problem}, got {short(value)}")
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: a value printed in an error stays one short line
+    (reprlib never expands a deep or shared structure, e.g. YAML aliases, in full)."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def settings_digest(settings: Mapping) -> str:
@@ -194,7 +231,7 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
         if not isinstance(body, Mapping) or "attack" not in body:
             raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(ATTACKS)}>' and attack settings")
         if body["attack"] not in ATTACKS:
-            raise ConfigError(f"{here}.attack: unknown attack {body['attack']!r} (known: {', '.join(ATTACKS)})")
+            raise ConfigError(f"{here}.attack: unknown attack {short(body['attack'])} (known: {', '.join(ATTACKS)})")
         for key, value in body.items():
             if key == "attack":
                 continue
@@ -269,7 +306,7 @@ def _check_against(value: Any, default: Any, where: str, path: Any) -> None:
 
 def _check_scalar(value: Any, default: Any, where: str) -> None:
     def bad(kind: str):
-        return ConfigError(f"{where}: expected {kind}, got {value!r}")
+        return ConfigError(f"{where}: expected {kind}, got {short(value)}")
 
     key = where.rsplit(".", 1)[-1].rsplit(" ", 1)[-1]
     if key in _ALL_ALLOWED and value == ALL:
@@ -285,7 +322,7 @@ def _check_scalar(value: Any, default: Any, where: str) -> None:
             raise bad(f"an integer{' or all' if key in _ALL_ALLOWED else ''}")
     elif isinstance(default, float):
         if isinstance(value, str) and _number_from_text(value) is not value:
-            raise ConfigError(f"{where}: expected a number, got the text {value!r} (YAML reads a number "
+            raise ConfigError(f"{where}: expected a number, got the text {short(value)} (YAML reads a number "
                               "without a dot as text: write it as 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number")
@@ -300,7 +337,7 @@ def _check_scalar(value: Any, default: Any, where: str) -> None:
 def _apply_overrides(settings: dict, overrides: Mapping | None, section: str, what: str) -> None:
     for key, value in (overrides or {}).items():
         if key not in settings:
-            raise ConfigError(f"override {key}={value!r}: unknown {what} setting (known: {', '.join(settings)})")
+            raise ConfigError(f"override {key}={short(value)}: unknown {what} setting (known: {', '.join(settings)})")
         _check_scalar(value, settings[key], f"--set {key}")
         check_value(section, key, value, f"--set {key}")
         settings[key] = value
@@ -374,9 +411,9 @@ def _validate_train(s: dict, dataset: str, method: str) -> None:
           and all(isinstance(p[1], (int, float)) and not isinstance(p[1], bool) for p in sched)
           and sched[0][0] == 0 and all(a[0] < b[0] for a, b in zip(sched, sched[1:])))
     if not ok:
-        raise ConfigError(f"{where}.lr_schedule: expected [[0, lr], [step, lr], ...] with increasing steps, got {sched!r}")
+        raise ConfigError(f"{where}.lr_schedule: expected [[0, lr], [step, lr], ...] with increasing steps, got {short(sched)}")
     if any(not lr > 0 for _, lr in sched):
-        raise ConfigError(f"{where}.lr_schedule: every learning rate must be > 0, got {sched!r}")
+        raise ConfigError(f"{where}.lr_schedule: every learning rate must be > 0, got {short(sched)}")
     if s["m"] % s["approx_factor"]:
         raise ConfigError(f"{where}.approx_factor: must divide m={s['m']}, got {s['approx_factor']}")
 
@@ -463,11 +500,11 @@ def parse_overrides(items: list[str] | None) -> dict:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
+            raise ConfigError(f"--set {short(item)}: expected key=value")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: value is not valid YAML") from None
+            raise ConfigError(f"--set {short(item)}: value is not valid YAML") from None
         out[key.strip()] = _number_from_text(value)
     return out
 

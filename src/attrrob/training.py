@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from . import checkpoint, models, objectives
-from .config import dataset_input, settings_digest
+from .config import dataset_input, settings_digest, short
 from .errors import AttrrobError, DataError
 from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
@@ -175,7 +175,7 @@ def fresh_state(settings: Mapping[str, Any], n_train: int, device: torch.device)
 
 def _differences(saved: Mapping, current: Mapping) -> str:
     diff = _config_difference(saved, current)
-    return ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff[:4])
+    return ", ".join(f"{k}: {short(saved.get(k))} -> {short(current.get(k))}" for k in diff[:4])
 
 
 def check_finished_model(model_path: Path, settings: Mapping, force: bool) -> None:
@@ -299,6 +299,9 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
     if tuple(x_train.shape[1:]) != expected:
         raise DataError(f"training images have shape {tuple(x_train.shape[1:])}, dataset '{dataset}' "
                         f"expects {expected}; pass that data set's prepared file")
+    if int(settings["batch_size"]) > len(x_train):
+        raise DataError(f"batch_size={settings['batch_size']} exceeds the {len(x_train)} training images; "
+                        "set a smaller batch_size (--set batch_size=...)")
     device = torch.device(device)
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)

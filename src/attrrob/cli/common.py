@@ -52,6 +52,7 @@ def start_run(args: argparse.Namespace, verb: str) -> logging.Logger:
     if threads is not None:
         if threads < 1:
             raise AttrrobError(f"--threads must be ≥ 1, got {threads}")
+        check_options(threads=threads)
         import torch
 
         torch.set_num_threads(threads)
@@ -59,6 +60,15 @@ def start_run(args: argparse.Namespace, verb: str) -> logging.Logger:
     if out is not None and out.exists() and not out.is_dir():
         raise AttrrobError(f"--out {out} is an existing file; --out names a directory (pass another path)")
     return logs.get(verb)
+
+
+def check_options(**values) -> None:
+    """Each named option's value within `config.OPTION_LIMITS` (None = not given)."""
+    from ..config import OPTION_LIMITS, check_limits
+
+    for name, value in values.items():
+        if value is not None:
+            check_limits(OPTION_LIMITS[name], value, f"--{name.replace('_', '-')}")
 
 
 def load_split(path: Path, split: str, dataset: str, logger: logging.Logger):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import config
 from ..errors import AttrrobError, one_line_errors
-from .common import (add_run_options, add_settings_options, ci_text, held_device, load_split, num_examples_option,
-                     overrides_from, resolve_num_examples, start_run, torch_threads)
+from .common import (add_run_options, add_settings_options, check_options, ci_text, held_device, load_split,
+                     num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
 measure how much they move: top-k intersection, Kendall's tau-b, Spearman's rho, mass-centre shift, and
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise AttrrobError(f"--memory-budget-gb must be positive, got {args.memory_budget_gb}")
     if args.save_examples < 0:
         raise AttrrobError(f"--save-examples must be ≥ 0, got {args.save_examples}")
+    check_options(seed=args.seed, save_examples=args.save_examples, batch_images=args.batch_images,
+                  memory_budget_gb=args.memory_budget_gb)
     if args.target is not None and attack != "targeted":
         raise AttrrobError("--target is only used by the targeted attack; drop it or use --attack targeted")
     log = start_run(args, "evaluate")

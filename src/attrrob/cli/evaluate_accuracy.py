@@ -7,8 +7,8 @@ from pathlib import Path
 
 from .. import config
 from ..errors import one_line_errors
-from .common import (add_run_options, add_settings_options, ci_text as _ci, held_device, load_split,
-                     num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
+from .common import (add_run_options, add_settings_options, check_options, ci_text as _ci, held_device,
+                     load_split, num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
 
 DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD on the cross-entropy (random start,
 the data set's eps / steps / step size) on the first N test images, and (setting autoattack, on by
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> dict:
     settings = config.accuracy_settings(args.dataset, args.config,
                                         overrides_from(args, num_examples=args.num_examples,
                                                        autoattack=args.autoattack))
+    check_options(seed=args.seed)
     log = start_run(args, "evaluate_accuracy")
 
     from ..checkpoint import load_model
