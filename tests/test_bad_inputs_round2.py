@@ -354,3 +354,77 @@ def test_config_file_seed_out_of_range(ws, capsys, tmp_path):
     path.write_text("hyperparameters:\n  digits: {train: {common: {seed: 18446744073709551616}}}\n")
     assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--config", str(path)],
                           str(path), "hyperparameters.digits.train.common.seed: must be ≤ 4294967295")
+
+
+# ------------------------------------------------------------------ 5. hostile YAML
+
+LAUGHS = ("hyperparameters:\n  digits:\n    train:\n      common:\n"
+          "        a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+          + "".join(f"        {c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")))
+HOSTILE_YAML = {  # name: (verb, file text, fragments of the one error line)
+    "billion laughs": ("train", LAUGHS, ["line 6: the alias *a is not accepted"]),
+    "merge key": ("train", "base: &base {steps: 3}\nhyperparameters:\n  digits: {train: {common: {<<: *base}}}\n",
+                  ["line 3: the alias *base is not accepted"]),
+    "a repeated setting": ("train", "hyperparameters:\n  digits:\n    train:\n      common:\n        steps: 7\n"
+                           "        steps: 3\n", ["line 6: key 'steps' appears twice (lines 5 and 6)"]),
+    "a repeated top-level key": ("evaluate", "datasets: [digits]\nmethods: [natural]\nmethods: [madry]\n",
+                                 ["key 'methods' appears twice (lines 2 and 3)"]),
+    "a repeated data set": ("evaluate-accuracy", "hyperparameters:\n  digits: {}\n  digits: {accuracy: {steps: 2}}\n",
+                            ["key 'digits' appears twice (lines 2 and 3)"]),
+    "a repeated flow key": ("train", "hyperparameters: {digits: {train: {common: {lam: 1, lam: 2}}}}\n",
+                            ["key 'lam' appears twice (lines 1 and 1)"]),
+    "a huge number": ("train", "hyperparameters:\n  digits: {train: {common: {steps: " + "9" * 5000 + "}}}\n",
+                      ["line 2: the number '9999", "is too long"]),
+    "a huge value in an error": ("train", "hyperparameters:\n  digits: {train: {common: {steps: " + "9" * 500 + "}}}\n",
+                                 ["hyperparameters.digits.train.common.steps: must be ≤ 10000000, got 9999"]),
+    "a huge text in an error": ("train", "hyperparameters:\n  digits: {train: {common: {steps: " + "x" * 5000 + "}}}\n",
+                                ["steps: expected an integer, got 'xxxx"]),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_YAML, ids=list(HOSTILE_YAML))
+def test_hostile_yaml_config_files(ws, capsys, tmp_path, case):
+    verb, text, fragments = HOSTILE_YAML[case]
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    line = assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + ["--config", str(path)], str(path), *fragments)
+    assert len(line) < 400  # no value printed in full
+
+
+def test_an_alias_in_a_set_value(ws, capsys):
+    assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--set", "lr_schedule=[&a [0, 1], *a]"],
+                          "--set 'lr_schedule=[&a [0, 1], *a]': the alias *a is not accepted")
+
+
+WORKFLOW_YAML = {
+    "billion laughs": ("datasets: [digits]\n" + LAUGHS, "the alias *a is not accepted"),
+    "a repeated key": ("datasets: [digits]\nmethods: [natural]\nmethods: [madry]\n",
+                       "key 'methods' appears twice (lines 2 and 3)"),
+    "a repeated setting": ("datasets: [digits]\nhyperparameters:\n  digits:\n    attack: {iterations: 3}\n"
+                           "    attack: {iterations: 4}\n", "key 'attack' appears twice (lines 4 and 5)"),
+}
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    import shutil
+
+    if shutil.which("snakemake") is None:
+        pytest.skip("snakemake is not installed")
+    from test_workflow import copy_workflow
+
+    return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+@pytest.mark.parametrize("case", WORKFLOW_YAML, ids=list(WORKFLOW_YAML))
+def test_hostile_yaml_in_a_workflow_config_file(workflow_copy, tmp_path, case):
+    from test_workflow import snakemake
+
+    body, fragment = WORKFLOW_YAML[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(body)
+    result = snakemake(workflow_copy, "-n", "--configfile", str(path))
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "Traceback" not in text
+    errors = [line for line in text.splitlines() if line.startswith("attrrob: error:")]
+    assert len(errors) == 1 and str(path) in errors[0] and fragment in errors[0], text

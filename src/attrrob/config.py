@@ -160,18 +160,76 @@ def _section(dataset: str, section: str) -> dict:
     return table[dataset].get(section, {})
 
 
+class _Refused(yaml.YAMLError):
+    """A YAML construct configs may not use (an alias, a repeated key), with the line it is on."""
+
+    def __init__(self, message: str, mark: Any):
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
+class StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader without aliases and without repeated keys.
+
+    An alias (`*name`) lets a few lines stand for an exponentially large value ("billion
+    laughs"); no setting needs one, so they are refused outright. A repeated key is silently
+    last-wins in YAML; here it names the key and both lines.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise _Refused(f"the alias *{short(event.anchor)[1:-1]} is not accepted (anchors and aliases are "
+                           "refused in config files); write the value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # an unhashable key; SafeLoader names it below
+                    continue
+                if first is not key_node.start_mark:
+                    raise _Refused(f"key {short(key)} appears twice (lines {first.line + 1} and "
+                                   f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to parse an integer of more than 4300 digits
+            raise _Refused(f"the number {short(node.value)} is too long", node.start_mark) from None
+
+
+StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
+
+
+def strict_yaml_load(stream: Any) -> Any:
+    """Parse YAML text or a file with `StrictLoader` (safe types only, no aliases, no repeated keys)."""
+    loader = StrictLoader(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml_mapping(path: str | Path, *, what: str = "config file") -> dict | None:
     """A YAML file's top-level mapping (None when the file is empty); one-line errors name file and line."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
+            doc = strict_yaml_load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{what} {path} does not exist") from None
     except IsADirectoryError:
         raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path}: not a text (UTF-8) file") from None
+    except _Refused as exc:
+        raise ConfigError(f"{what} {path} line {exc.mark.line + 1}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""
@@ -179,6 +237,13 @@ def load_yaml_mapping(path: str | Path, *, what: str = "config file") -> dict | 
     if doc is not None and not isinstance(doc, Mapping):
         raise ConfigError(f"{what} {path}: top level must be a mapping of keys ({', '.join(registry.WORKFLOW_KEYS)})")
     return doc
+
+
+def _refuse_empty(doc: Mapping | None, path: str | Path) -> None:
+    """An empty config file is a mistake (a wrong file, a failed write): the commands and the workflow refuse it."""
+    if not doc:
+        raise ConfigError(f"config file {path} is empty; give it at least one key "
+                          f"({', '.join(registry.WORKFLOW_KEYS)}) or do not pass it")
 
 
 def check_top_level_keys(doc: Mapping, path: str | Path) -> None:
@@ -466,9 +531,7 @@ def check_workflow_files(paths: Iterable[str | Path]) -> None:
     """The workflow's config files, one by one: readable YAML, not empty, only known top-level keys."""
     for path in paths:
         doc = load_yaml_mapping(path)
-        if not doc:
-            raise ConfigError(f"config file {path} is empty; give it at least one key "
-                              f"({', '.join(registry.WORKFLOW_KEYS)}) or do not pass it")
+        _refuse_empty(doc, path)
         check_top_level_keys(doc, path)
 
 
@@ -502,7 +565,9 @@ def parse_overrides(items: list[str] | None) -> dict:
         if not sep or not key.strip():
             raise ConfigError(f"--set {short(item)}: expected key=value")
         try:
-            value = yaml.safe_load(raw)
+            value = strict_yaml_load(raw)
+        except _Refused as exc:
+            raise ConfigError(f"--set {short(item)}: {exc.message}") from None
         except yaml.YAMLError:
             raise ConfigError(f"--set {short(item)}: value is not valid YAML") from None
         out[key.strip()] = _number_from_text(value)
