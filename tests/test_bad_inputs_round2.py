@@ -379,6 +379,8 @@ HOSTILE_YAML = {  # name: (verb, file text, fragments of the one error line)
                                  ["hyperparameters.digits.train.common.steps: must be ≤ 10000000, got 9999"]),
     "a huge text in an error": ("train", "hyperparameters:\n  digits: {train: {common: {steps: " + "x" * 5000 + "}}}\n",
                                 ["steps: expected an integer, got 'xxxx"]),
+    "an empty file": ("train", "", ["is empty"]),
+    "only a comment": ("evaluate", "# nothing here\n", ["is empty"]),
 }
 
 

@@ -259,8 +259,7 @@ def read_user_config(path: str | Path | None) -> dict:
     if path is None:
         return {}
     doc = load_yaml_mapping(path)
-    if doc is None:
-        return {}
+    _refuse_empty(doc, path)
     check_top_level_keys(doc, path)
     hyper = doc.get("hyperparameters") or {}
     if not isinstance(hyper, Mapping):
