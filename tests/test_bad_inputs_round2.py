@@ -190,7 +190,7 @@ def small_disk(tmp_path):
     if not _mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(point)):
         pytest.skip("cannot mount a tmpfs here")
     yield point
-    subprocess.run(["umount", str(point)], check=True)
+    subprocess.run(["umount", "-l", str(point)], check=True)  # -l: never leave a mount behind
 
 
 def _fill(disk: Path) -> None:
@@ -250,7 +250,7 @@ def read_only_results(tmp_path):
             pytest.skip("cannot remount read-only here")
         yield point
     finally:
-        subprocess.run(["umount", str(point)], check=True)
+        subprocess.run(["umount", "-l", str(point)], check=True)  # -l: never leave a mount behind
 
 
 @pytest.mark.parametrize("verb", ["train", "evaluate", "evaluate-accuracy", "checkpoints", "collect-results"])
@@ -430,3 +430,61 @@ def test_hostile_yaml_in_a_workflow_config_file(workflow_copy, tmp_path, case):
     assert result.returncode != 0 and "Traceback" not in text
     errors = [line for line in text.splitlines() if line.startswith("attrrob: error:")]
     assert len(errors) == 1 and str(path) in errors[0] and fragment in errors[0], text
+
+
+# ------------------------------------------------------------------ 6. two writers on one folder
+
+HOLD = ("import sys; from pathlib import Path; from attrrob.locks import lock_directory; "
+        "lock = lock_directory(Path(sys.argv[1]), '--out'); print('held', flush=True); sys.stdin.read()")
+
+
+@pytest.fixture
+def held_by_another_process():
+    """hold(folder) -> the PID of a separate process that holds the folder's lock until the test ends."""
+    holders = []
+
+    def hold(folder: Path) -> int:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        holders.append(proc)
+        return proc.pid
+
+    yield hold
+    for proc in holders:
+        proc.communicate("", timeout=30)
+
+
+@pytest.mark.parametrize("verb, option", [("train", "--out"), ("train", "--checkpoint-dir"), ("evaluate", "--out"),
+                                          ("evaluate-accuracy", "--out")])
+def test_a_second_writer_fails_at_once_naming_the_holder(ws, capsys, held_by_another_process, verb, option):
+    folder = ws / "new" / f"busy_{verb}_{option.strip('-')}"
+    pid = held_by_another_process(folder)
+    argv = base_argv(verb, ws) + QUICK[verb] + [option, str(folder)]
+    assert_one_clear_line(ws, capsys, verb, argv, f"{option} {folder} is in use by another attrrob run (PID {pid})")
+    assert [p.name for p in folder.iterdir()] == [".attrrob.lock"]  # nothing of the second run written
+
+
+def test_two_trainings_on_one_folder_cannot_interleave(ws, capsys, tmp_path):
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    first = subprocess.Popen([sys.executable, "-m", "attrrob", "train", *base_argv("train", ws, out=str(out)),
+                              "--checkpoint-dir", str(ck), "--steps", "100000"],
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:  # the first run holds both folders once it logs its settings
+            if "train digits/natural" in line:
+                break
+        assert_one_clear_line(ws, capsys, "train", base_argv("train", ws, out=str(out)) + [
+            "--checkpoint-dir", str(tmp_path / "other_ck"), "--set", "lam=0.5", "--steps", "1"],
+            f"--out {out} is in use by another attrrob run (PID {first.pid})")
+    finally:
+        first.kill()
+        first.wait()
+    assert not (out / "model.pt").exists()  # the second run wrote nothing; the first was stopped
+    # A killed holder leaves its lock file, but no lock: the next run proceeds.
+    assert (out / ".attrrob.lock").exists()
+    from attrrob.locks import lock_directory
+
+    with lock_directory(out, "--out"):
+        pass
+    assert not (out / ".attrrob.lock").exists()

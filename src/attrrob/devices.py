@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from .errors import AttrrobError
+from .locks import try_flock
 
 LOCK_DIR_ENV = "ATTRROB_GPU_LOCK_DIR"
 WAIT_ENV = "ATTRROB_GPU_WAIT_S"
@@ -93,16 +94,8 @@ def try_lock(physical_id: str) -> GpuLock | None:
                            f"set {LOCK_DIR_ENV} to a writable directory") from None
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", physical_id)
     path = directory / f"gpu-{safe}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    # Record the holder for whoever inspects a busy GPU; the flock itself is what counts.
-    os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
-    return GpuLock(path, fd)
+    fd = try_flock(path)  # records the holder's PID for whoever inspects a busy GPU
+    return None if fd is None else GpuLock(path, fd)
 
 
 def _physical_id(index: int) -> str:

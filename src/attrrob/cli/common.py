@@ -115,6 +115,17 @@ def overrides_from(args: argparse.Namespace, **named) -> dict:
 
 
 @contextlib.contextmanager
+def locked_dirs(*dirs: tuple[str, Path]) -> Iterator[None]:
+    """Hold the lock of each (option, folder) for the block: a second run on one of them fails at once."""
+    from ..locks import lock_directory
+
+    with contextlib.ExitStack() as stack:
+        for option, directory in dirs:
+            stack.enter_context(lock_directory(directory, option))
+        yield
+
+
+@contextlib.contextmanager
 def held_device(spec: str) -> Iterator[torch.device]:
     """The device for `spec`; a GPU picked by `auto` stays locked to this job until the block ends."""
     from ..devices import select_device

@@ -8,7 +8,8 @@ from pathlib import Path
 from .. import config
 from ..errors import AttrrobError, one_line_errors
 from .common import (add_run_options, add_settings_options, check_options, ci_text, held_device, load_split,
-                     num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
+                     locked_dirs, num_examples_option, overrides_from, resolve_num_examples, start_run,
+                     torch_threads)
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
 measure how much they move: top-k intersection, Kendall's tau-b, Spearman's rho, mass-centre shift, and
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     spec = config.dataset_input(args.dataset)
     target = None if args.target is None else load_target_mask(args.target, spec["height"], spec["width"])
-    with held_device(args.device) as device:
+    with locked_dirs(("--out", args.out)), held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
         x, y = load_split(args.data, "test", args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import config
 from ..errors import one_line_errors
-from .common import (add_run_options, add_settings_options, check_options, ci_text as _ci, held_device,
+from .common import (add_run_options, add_settings_options, check_options, ci_text as _ci, held_device, locked_dirs,
                      load_split, num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
 
 DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD on the cross-entropy (random start,
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     from ..checkpoint import load_model
     from ..evaluation import evaluate_accuracy, write_accuracy_outputs
 
-    with held_device(args.device) as device:
+    with locked_dirs(("--out", args.out)), held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
         x, y = load_split(args.data, "test", args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .. import config
 from ..errors import AttrrobError, one_line_errors
-from .common import add_run_options, add_settings_options, held_device, load_split, overrides_from, start_run
+from .common import (add_run_options, add_settings_options, held_device, load_split, locked_dirs, overrides_from,
+                     start_run)
 
 DESCRIPTION = """Train a model with one of the seven objectives. Writes OUT/model.pt, OUT/train_log.csv and
 OUT/train_metrics.json (atomically). Checkpoints go to --checkpoint-dir (default: a hidden
@@ -38,12 +39,14 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise AttrrobError(f"--checkpoint-dir {args.checkpoint_dir} is an existing file; it names a directory")
 
-    from ..training import train
+    from ..training import default_checkpoint_dir, train
 
-    x_train, y_train = load_split(args.data, "train", args.dataset, log)
-    with held_device(args.device) as device:
-        return train(settings, x_train, y_train, args.out, checkpoint_dir=args.checkpoint_dir,
-                     device=device, progress=not args.no_progress, force=args.force)
+    checkpoint_dir = args.checkpoint_dir if args.checkpoint_dir is not None else default_checkpoint_dir(args.out)
+    with locked_dirs(("--out", args.out), ("--checkpoint-dir", checkpoint_dir)):
+        x_train, y_train = load_split(args.data, "train", args.dataset, log)
+        with held_device(args.device) as device:
+            return train(settings, x_train, y_train, args.out, checkpoint_dir=checkpoint_dir,
+                         device=device, progress=not args.no_progress, force=args.force)
 
 
 if __name__ == "__main__":
