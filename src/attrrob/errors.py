@@ -30,6 +30,11 @@ _WRITE_HINTS = {
 }
 
 
+def is_write_error(exc: BaseException) -> bool:
+    """A file system refusing a write (full, read-only, no permission, over quota)."""
+    return isinstance(exc, OSError) and exc.errno in _WRITE_HINTS
+
+
 def write_error(path: str | os.PathLike, exc: OSError) -> AttrrobError:
     """One line for a failed write: the path, the errno's meaning and name, and what to do."""
     code = exc.errno
@@ -52,7 +57,7 @@ def one_line_errors(main):
             print(f"attrrob: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
         except OSError as exc:
-            if exc.errno not in _WRITE_HINTS:
+            if not is_write_error(exc):
                 raise
             # A file system refusing a write outside attrrob.outputs (a directory, a lock file).
             message = " ".join(str(write_error(exc.filename or "a file", exc)).split())

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
-from .errors import write_error
+from .errors import is_write_error, write_error
 
 
 @contextlib.contextmanager
@@ -23,18 +23,25 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """
     path = Path(path)
     tmp_path: Path | None = None
+    in_block = False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
         os.close(fd)
         tmp_path = Path(tmp)
+        in_block = True
         yield tmp_path
+        in_block = False
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         # mkstemp creates 0600 files; give the result the permissions a plain open() would.
         os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
+        # The block may fail for reasons of its own (a download's network error): only write errors
+        # are reported as such; ours (folder, temporary file, rename) always are.
+        if in_block and not is_write_error(exc):
+            raise
         raise write_error(path, exc) from None
     finally:
         if tmp_path is not None and tmp_path.exists():
