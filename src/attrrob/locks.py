@@ -44,8 +44,8 @@ def holder_pid(path: Path) -> str:
 class DirectoryLock:
     """The lock of one output folder, held until `release()` (or process exit)."""
 
-    def __init__(self, path: Path, fd: int):
-        self.path, self._fd = path, fd
+    def __init__(self, path: Path, fd: int, created: bool):
+        self.path, self._fd, self._created = path, fd, created
 
     def release(self) -> None:
         if self._fd is None:
@@ -59,6 +59,11 @@ class DirectoryLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+        if self._created:  # a run that failed before writing anything leaves no empty folder
+            try:
+                self.path.parent.rmdir()
+            except OSError:
+                pass
 
     def __enter__(self) -> "DirectoryLock":
         return self
@@ -74,9 +79,13 @@ def lock_directory(directory: Path, option: str) -> DirectoryLock:
     directory = Path(directory)
     path = directory / LOCK_NAME
     try:
-        directory.mkdir(parents=True, exist_ok=True)
+        created = not directory.exists()
         while True:
-            fd = try_flock(path)
+            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                fd = try_flock(path)
+            except FileNotFoundError:  # an earlier holder removed the folder it had created: again
+                continue
             if fd is None:
                 raise AttrrobError(f"{option} {directory} is in use by another attrrob run (PID {holder_pid(path)}); "
                                    f"wait for it to finish or pass another {option}")
@@ -85,7 +94,7 @@ def lock_directory(directory: Path, option: str) -> DirectoryLock:
             except FileNotFoundError:
                 same = False
             if same:
-                return DirectoryLock(path, fd)
+                return DirectoryLock(path, fd, created)
             os.close(fd)  # the holder removed this file as it finished: lock the new one
     except OSError as exc:
         raise write_error(path, exc) from None
