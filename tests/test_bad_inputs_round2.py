@@ -488,3 +488,100 @@ def test_two_trainings_on_one_folder_cannot_interleave(ws, capsys, tmp_path):
     with lock_directory(out, "--out"):
         pass
     assert not (out / ".attrrob.lock").exists()
+
+
+# ------------------------------------------------------------------ 7. damaged result files
+
+
+@pytest.fixture(scope="module")
+def results_tree(ws, tmp_path_factory):
+    """<results>/digits/natural: a 2-step model's training files and a small topk attack."""
+    import shutil
+
+    root = tmp_path_factory.mktemp("results_tree")
+    run = root / "digits" / "natural"
+    shutil.copytree(ws / "results/natural", run)
+    with pytest.raises(SystemExit, match="^None$") if False else _no_exit():
+        MODULES["evaluate"].main(base_argv("evaluate", ws, out=str(run / "attack_topk"))
+                                 + ["--num-examples", "6", "--set", "iterations=2", "--set", "ig_steps=4"])
+    return root
+
+
+class _no_exit:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, tb):
+        assert kind is None, value
+
+
+def _cut_mid_row(data: bytes) -> bytes:
+    return data[: data.rindex(b"\n", 0, len(data) - 1) + 12]
+
+
+DAMAGE = {  # name: (file, change of its bytes, fragment of the error)
+    "csv cut mid-row": ("attack_topk/per_example.csv", _cut_mid_row, "its SHA-256 differs"),
+    "csv row dropped": ("attack_topk/per_example.csv", lambda d: d[: d.rindex(b"\n", 0, len(d) - 1) + 1],
+                        "5 rows, "),
+    "csv value changed": ("attack_topk/per_example.csv", lambda d: d.replace(b"\n0,", b"\n0,1", 1),  # a label
+                          "its SHA-256 differs"),
+    "csv column added": ("attack_topk/per_example.csv",
+                         lambda d: b"\n".join(line + b",x" for line in d.split(b"\n")[:-1]) + b"\n",
+                         "columns differ"),
+    "trace changed": ("attack_topk/trace.npz", lambda d: d[:100] + bytes([d[100] ^ 1]) + d[101:],
+                      "its SHA-256 differs"),
+    "examples truncated": ("attack_topk/examples.npz", lambda d: d[: len(d) // 2], "its SHA-256 differs"),
+    "train log cut": ("train_log.csv", lambda d: d[:-3], "its SHA-256 differs"),
+}
+LOADERS = {"per_example.csv": "load_per_example", "trace.npz": "load_trace", "examples.npz": "load_examples",
+           "train_log.csv": "load_train_log"}
+
+
+@pytest.mark.parametrize("case", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_result_file_is_refused_naming_it(results_tree, case):
+    from attrrob import report
+    from attrrob.errors import DataError
+
+    name, change, fragment = DAMAGE[case]
+    path = results_tree / "digits/natural" / name
+    original = path.read_bytes()
+    path.write_bytes(change(original))
+    try:
+        loader = getattr(report, LOADERS[path.name])
+        args = (results_tree, "digits", "natural") + (() if path.name == "train_log.csv" else ("topk",))
+        with pytest.raises(DataError) as info:
+            loader(*args)
+        assert str(path) in str(info.value) and fragment in str(info.value), str(info.value)
+    finally:
+        path.write_bytes(original)
+    assert getattr(report, LOADERS[path.name])(*args) is not None  # restored: read again
+
+
+def test_collect_results_refuses_a_cut_training_log(results_tree, capsys, tmp_path):
+    path = results_tree / "digits/natural/train_log.csv"
+    original = path.read_bytes()
+    path.write_bytes(_cut_mid_row(original))
+    try:
+        _, line = run_cli("collect-results", ["--results-dir", str(results_tree), "--datasets", "digits",
+                                              "--methods", "natural", "--curves", str(tmp_path / "curves")], capsys)
+    finally:
+        path.write_bytes(original)
+    assert str(path) in line and "its SHA-256 differs from the one" in line and "train_metrics.json" in line
+
+
+def test_results_without_records_are_still_read(results_tree):
+    """Results written before the records existed: nothing to check against, read as before."""
+    import json
+
+    from attrrob import report
+
+    summary = results_tree / "digits/natural/attack_topk/summary.json"
+    original = summary.read_text()
+    doc = json.loads(original)
+    assert set(doc["files"]) == {"per_example.csv", "trace.npz", "examples.npz"}
+    del doc["files"]
+    summary.write_text(json.dumps(doc))
+    try:
+        assert len(report.load_per_example(results_tree, "digits", "natural")) == 6
+    finally:
+        summary.write_text(original)

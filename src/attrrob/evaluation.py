@@ -27,6 +27,7 @@ from .ig import integrated_gradients, logit_fn, rows_per_call, saliency_map
 from .config import dataset_input
 from .errors import AttrrobError
 from .outputs import save_npz, write_csv, write_json
+from .records import RECORDS_KEY, records
 
 ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
                   "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots", "topk_intersection_index",
@@ -254,7 +255,8 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
 def write_accuracy_outputs(out_dir: str | Path, outcome: AccuracyOutcome) -> None:
     out_dir = Path(out_dir)
     write_csv(out_dir / "per_example.csv", ACCURACY_COLUMNS, outcome.rows)
-    write_json(out_dir / "summary.json", outcome.summary)
+    # summary.json last, recording the files as written (attrrob.records: readers check them).
+    write_json(out_dir / "summary.json", {**outcome.summary, RECORDS_KEY: records(out_dir, ["per_example.csv"])})
 
 
 # ----------------------------------------------------------------------------- attribution attacks
@@ -441,4 +443,6 @@ def write_attack_outputs(out_dir: str | Path, outcome: AttackOutcome) -> None:
         save_npz(out_dir / "examples.npz", **outcome.examples)
     if outcome.trace:
         save_npz(out_dir / "trace.npz", **outcome.trace)
-    write_json(out_dir / "summary.json", outcome.summary)
+    # summary.json last, recording the files as written (attrrob.records: readers check them).
+    files = records(out_dir, ["per_example.csv", "trace.npz", "examples.npz"])
+    write_json(out_dir / "summary.json", {**outcome.summary, RECORDS_KEY: files})

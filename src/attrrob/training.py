@@ -30,6 +30,7 @@ from .config import dataset_input, settings_digest, short
 from .errors import AttrrobError, DataError
 from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
+from .records import RECORDS_KEY, records
 
 log = get("train")
 
@@ -366,6 +367,7 @@ def _finish(state: RunState, settings: Mapping[str, Any], out_dir: Path, device:
         "dataset": dataset, "method": method, "steps": step, "final": state.last_terms,
         "examples_per_s": speed, "wall_time_s": state.wall_before + wall_this_run, "device": str(device),
         "resumed_from_step": state.resumed_from, "steps_this_run": steps_this_run, "settings": settings,
+        RECORDS_KEY: records(out_dir, ["train_log.csv"]),
     }
     write_json(out_dir / "train_metrics.json", metrics)
     checkpoint.save_model(out_dir / "model.pt", model=state.model, config=settings, step=step)

@@ -6,7 +6,6 @@ different bytes (and different DVC hashes); `write_npz` fixes the timestamps and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 
 from .. import outputs
 from ..errors import DataError
+from ..records import sha256_file
 
 SPLITS = ("train", "test")
 MANIFEST_FORMAT = 1
@@ -25,14 +25,6 @@ def write_npz(path: str | Path, arrays: Mapping[str, np.ndarray]) -> str:
     """Write `arrays` as a byte-reproducible compressed .npz (`attrrob.outputs.save_npz`); return its SHA-256."""
     outputs.save_npz(path, **arrays)
     return sha256_file(path)
-
-
-def sha256_file(path: str | Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def read_npz_arrays(path: str | Path, keys: Sequence[str], *, what: str) -> list[np.ndarray]:

@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
+from .. import records
 from ..errors import AttrrobError, ConfigError, DataError
 
 try:
@@ -236,6 +237,12 @@ def load_attack(results_dir: PathLike, dataset: str, method: str, attack: str = 
     return doc
 
 
+def _check_record(path: Path, summary_path: Path, dataset: str, method: str, producer: str) -> None:
+    """`path` (when present) matches the record its run's summary keeps of it (attrrob.records)."""
+    if path.is_file():
+        records.check(path, _read_json(summary_path, dataset, method), summary_path, producer)
+
+
 def _read_csv(path: Path, required: Iterable[str], producer: str) -> pd.DataFrame | None:
     """A result CSV with its `required` columns, None when absent; unreadable → DataError naming it."""
     if not path.is_file():
@@ -253,6 +260,7 @@ def _read_csv(path: Path, required: Iterable[str], producer: str) -> pd.DataFram
 def load_per_example(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
     """`attack_{attack}/per_example.csv` as a DataFrame (metric cells NaN for skipped images), or None."""
     path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "per_example.csv"
+    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
     return _read_csv(path, PER_EXAMPLE_COLUMNS, "attrrob evaluate")
 
 
@@ -277,8 +285,9 @@ def collect_per_example(results_dir: PathLike, datasets: Iterable[str], methods:
 
 def load_train_log(results_dir: PathLike, dataset: str, method: str) -> pd.DataFrame | None:
     """`train_log.csv` (step, lr, total, one column per loss term, batch_accuracy, examples_per_s), or None."""
-    return _read_csv(_result_dir(results_dir, dataset, method) / "train_log.csv",
-                     ("step", "total", "batch_accuracy"), "attrrob train")
+    path = _result_dir(results_dir, dataset, method) / "train_log.csv"
+    _check_record(path, path.with_name("train_metrics.json"), dataset, method, "attrrob train")
+    return _read_csv(path, ("step", "total", "batch_accuracy"), "attrrob train")
 
 
 def loss_terms(log: pd.DataFrame) -> list[str]:
@@ -309,6 +318,7 @@ def _read_npz(path: Path, required) -> dict | None:
 def load_examples(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> dict | None:
     """`attack_{attack}/examples.npz` as a dict of arrays (height, width as ints), or None."""
     path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "examples.npz"
+    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
     arrays = _read_npz(path, EXAMPLE_ARRAYS)
     if arrays is None:
         return None
@@ -335,6 +345,7 @@ def load_trace(results_dir: PathLike, dataset: str, method: str, attack: str = "
     of evaluators older than the trace).
     """
     path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "trace.npz"
+    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
     arrays = _read_npz(path, TRACE_ARRAYS)
     if arrays is None:
         return None
