@@ -501,18 +501,9 @@ def results_tree(ws, tmp_path_factory):
     root = tmp_path_factory.mktemp("results_tree")
     run = root / "digits" / "natural"
     shutil.copytree(ws / "results/natural", run)
-    with pytest.raises(SystemExit, match="^None$") if False else _no_exit():
-        MODULES["evaluate"].main(base_argv("evaluate", ws, out=str(run / "attack_topk"))
-                                 + ["--num-examples", "6", "--set", "iterations=2", "--set", "ig_steps=4"])
+    MODULES["evaluate"].main(base_argv("evaluate", ws, out=str(run / "attack_topk"))
+                             + ["--num-examples", "6", "--set", "iterations=2", "--set", "ig_steps=4"])
     return root
-
-
-class _no_exit:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, tb):
-        assert kind is None, value
 
 
 def _cut_mid_row(data: bytes) -> bytes:
@@ -585,3 +576,59 @@ def test_results_without_records_are_still_read(results_tree):
         assert len(report.load_per_example(results_tree, "digits", "natural")) == 6
     finally:
         summary.write_text(original)
+
+
+# ------------------------------------------------------------------ 9. interrupted training
+
+
+def test_sigterm_to_a_training_process_writes_a_checkpoint_and_says_so(ws, tmp_path):
+    import signal
+    import time
+
+    out, ck = tmp_path / "out", tmp_path / "ck"
+    argv = [sys.executable, "-m", "attrrob", "train", *base_argv("train", ws, out=str(out)),
+            "--checkpoint-dir", str(ck), "--set", "checkpoint_every=100000"]
+    proc = subprocess.Popen([*argv, "--steps", "100000"], stderr=subprocess.PIPE, text=True)
+    for line in proc.stderr:  # the settings line comes just before the loop
+        if "train digits/natural" in line:
+            break
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert "Traceback" not in rest
+    final = [line for line in rest.splitlines() if line.startswith("attrrob: ")]
+    assert len(final) == 1 and "interrupted by SIGTERM after step" in final[0], rest
+    assert f"checkpoint {ck / 'latest.pt'} written; rerun the same command to resume" in final[0]
+    step = int(final[0].split("after step ")[1].split(":")[0])
+    assert checkpoint.load_checkpoint(ck / "latest.pt")["step"] == step >= 1 and not (out / "model.pt").exists()
+    done = subprocess.run([*argv, "--steps", str(step + 1)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and f"resumed from checkpoint {ck / 'latest.pt'} at step {step}" in done.stderr
+    assert torch.load(out / "model.pt", weights_only=True)["step"] == step + 1
+
+
+def test_ctrl_c_during_training_finishes_the_step_and_writes_a_checkpoint(ws, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from attrrob import training
+
+    real_step = training.train_step
+
+    def step_then_ctrl_c_at_3(state, *args, **kwargs):
+        result = real_step(state, *args, **kwargs)
+        if state.step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered to the handler before the next line runs
+        return result
+
+    monkeypatch.setattr(training, "train_step", step_then_ctrl_c_at_3)
+    ck = tmp_path / "ck"
+    argv = base_argv("train", ws, out=str(tmp_path / "out")) + ["--checkpoint-dir", str(ck), "--steps", "50"]
+    with pytest.raises(SystemExit) as info:
+        MODULES["train"].main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 130 and "Traceback" not in err
+    final = [line for line in err.splitlines() if line.startswith("attrrob: ")]
+    assert final == [f"attrrob: interrupted by SIGINT after step 3: checkpoint {ck / 'latest.pt'} written; "
+                     "rerun the same command to resume"]
+    assert checkpoint.load_checkpoint(ck / "latest.pt")["step"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back

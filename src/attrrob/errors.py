@@ -20,6 +20,14 @@ class DataError(AttrrobError):
     """Missing, corrupt or unverifiable data (names the file and what to do)."""
 
 
+class Interrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM after saving what it can; the message says what was saved."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
 # What to do about the write errors a user can fix, by errno.
 _WRITE_HINTS = {
     errno.ENOSPC: "free some space or pass another output path",
@@ -56,6 +64,9 @@ def one_line_errors(main):
             message = " ".join(str(exc).split())
             print(f"attrrob: error: {message}", file=sys.stderr)
             raise SystemExit(2) from None
+        except Interrupted as exc:
+            print(f"attrrob: {' '.join(str(exc).split())}", file=sys.stderr)
+            raise SystemExit(128 + exc.signum) from None
         except OSError as exc:
             if not is_write_error(exc):
                 raise

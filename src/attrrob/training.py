@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +29,7 @@ import torch
 
 from . import checkpoint, models, objectives
 from .config import dataset_input, settings_digest, short
-from .errors import AttrrobError, DataError
+from .errors import AttrrobError, DataError, Interrupted
 from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
 from .records import RECORDS_KEY, records
@@ -145,6 +147,40 @@ def _check_finite(terms: Mapping[str, float], step: int, method: str) -> None:
         if not math.isfinite(value):
             raise AttrrobError(f"step {step}: loss term '{name}' is {value} ({method}); training stopped — "
                                "lower the learning rate or the regulariser weight (--set lam=... or beta=...), or check the data")
+
+
+class StopRequest:
+    """SIGINT or SIGTERM during the training loop: finish the current step, save a checkpoint, stop.
+
+    Stopping mid-step would save weights that do not match the step counter (a resume would not
+    be bit-identical), so the handler only records the signal; a second signal stops at once.
+    Outside the main thread (no signal handlers there) it never fires.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    @classmethod
+    def install(cls) -> "StopRequest":
+        request = cls()
+        if threading.current_thread() is threading.main_thread():
+            request._previous = {s: signal.signal(s, request._handle) for s in cls.SIGNALS}
+        return request
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s received: stopping after this step and writing a checkpoint (again to stop at once)",
+                    signal.Signals(signum).name)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
 
 
 @dataclass
@@ -326,6 +362,7 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
     lines = Progress(log, total_steps, f"{dataset}/{method} step", "steps", done=state.step,
                      enabled=not bar_wanted(progress))
     state.model.train()
+    stop = StopRequest.install()
     try:
         while state.step < total_steps:
             logging_now = (state.step + 1) % settings["log_every"] == 0 or state.step + 1 == total_steps
@@ -349,7 +386,14 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
                 save_state(state, ckpt_path, settings, time.perf_counter() - wall_start)
                 write_csv(out_dir / "train_log.csv", columns, state.rows)
                 log.info("checkpoint %s written at step %d", ckpt_path, state.step)
+            elif stop.signum is not None:
+                save_state(state, ckpt_path, settings, time.perf_counter() - wall_start)
+                write_csv(out_dir / "train_log.csv", columns, state.rows)
+            if stop.signum is not None:
+                raise Interrupted(f"interrupted by {signal.Signals(stop.signum).name} after step {state.step}: "
+                                  f"checkpoint {ckpt_path} written; rerun the same command to resume", stop.signum)
     finally:
+        stop.uninstall()
         bar.close()
 
     return _finish(state, settings, out_dir, device, wall_this_run=time.perf_counter() - wall_start,
