@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import torch
 
 from . import registry
-from .errors import AttrrobError
+from .errors import AttrrobError, short
 from .outputs import save_torch
 
 FORMAT = 1
@@ -83,7 +83,7 @@ def check_structure(state: Any, path: Path) -> None:
         raise AttrrobError(f"{path}: not an attrrob model/checkpoint (missing 'model'/'config'); "
                            "pass a model.pt written by 'attrrob train'")
     if state.get("format") != FORMAT:
-        raise AttrrobError(f"{path}: unsupported file format {_short(state.get('format'))} (this attrrob reads "
+        raise AttrrobError(f"{path}: unsupported file format {short(state.get('format'))} (this attrrob reads "
                            f"format {FORMAT}); retrain with this version")
     weights = state["model"]
     if not isinstance(weights, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
@@ -119,7 +119,7 @@ def check_weights(path: Path, weights: Mapping[str, torch.Tensor], model: torch.
     missing = [key for key in expected if key not in weights]
     unexpected = [key for key in weights if key not in expected]
     if missing or unexpected:
-        detail = f"missing {_short(missing[0])}" if missing else f"unexpected {_short(unexpected[0])}"
+        detail = f"missing {short(missing[0])}" if missing else f"unexpected {short(unexpected[0])}"
         raise AttrrobError(f"{path}: weights do not fit the {what} model ({detail}; "
                            f"{len(missing)} missing, {len(unexpected)} unexpected); pass a model of {what}")
     for key, tensor in expected.items():
@@ -127,11 +127,6 @@ def check_weights(path: Path, weights: Mapping[str, torch.Tensor], model: torch.
             raise AttrrobError(f"{path}: weights do not fit the {what} model ({key} has shape "
                                f"{list(weights[key].shape)}, the network's is {list(tensor.shape)}); "
                                f"pass a model of {what}")
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def load_model(path: str | Path, *, dataset: str | None = None,
@@ -147,12 +142,12 @@ def load_model(path: str | Path, *, dataset: str | None = None,
     state = load_checkpoint(path)
     file_dataset = state.get("dataset") or state["config"].get("dataset")
     if dataset is not None and file_dataset != dataset:
-        raise AttrrobError(f"{path}: model was trained on {_short(file_dataset)}, not '{dataset}'; "
+        raise AttrrobError(f"{path}: model was trained on {short(file_dataset)}, not '{dataset}'; "
                            "pass the model file of that data set")
     if file_dataset is None:
         raise AttrrobError(f"{path}: records no data set; pass a model.pt written by 'attrrob train'")
     if file_dataset not in registry.DATASETS:
-        raise AttrrobError(f"{path}: records the unknown data set {_short(file_dataset)}; "
+        raise AttrrobError(f"{path}: records the unknown data set {short(file_dataset)}; "
                            "pass a model.pt written by 'attrrob train'")
     model = models.build(file_dataset)
     check_weights(path, state["model"], model, file_dataset)

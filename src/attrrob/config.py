@@ -17,7 +17,6 @@ import hashlib
 import json
 import math
 import re
-import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -25,7 +24,8 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from . import registry
-from .errors import ConfigError
+from .errors import ConfigError, short
+from .strict_yaml import Refused, strict_yaml_load
 
 METHODS = registry.METHODS
 ATTACKS = registry.ATTACKS
@@ -82,9 +82,6 @@ OPTION_LIMITS: dict[str, dict] = {
     "batch_images": _COUNT_1, "memory_budget_gb": {"exclusiveMinimum": 0, "maximum": 1 << 20},
     "steps": _COUNT_1, "num_examples": _COUNT_1,
 }
-_SHORT_REPR = reprlib.Repr()
-_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
-_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
 # Keys that also take the string "all".
 _ALL_ALLOWED = frozenset({"num_examples"})
 
@@ -125,12 +122,6 @@ def check_limits(limits: Mapping, value: Any, where: str) -> None:
         raise ConfigError(f"{where}: {problem}, got {short(value)}")
 
 
-def short(value: Any, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters: a value printed in an error stays one short line
-    (reprlib never expands a deep or shared structure, e.g. YAML aliases, in full)."""
-    text = _SHORT_REPR.repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
 
 def settings_digest(settings: Mapping) -> str:
     """A short, stable fingerprint of a settings mapping (logged at the start of every run)."""
@@ -160,62 +151,6 @@ def _section(dataset: str, section: str) -> dict:
     return table[dataset].get(section, {})
 
 
-class _Refused(yaml.YAMLError):
-    """A YAML construct configs may not use (an alias, a repeated key), with the line it is on."""
-
-    def __init__(self, message: str, mark: Any):
-        super().__init__(message)
-        self.message, self.mark = message, mark
-
-
-class StrictLoader(yaml.SafeLoader):
-    """yaml.SafeLoader without aliases and without repeated keys.
-
-    An alias (`*name`) lets a few lines stand for an exponentially large value ("billion
-    laughs"); no setting needs one, so they are refused outright. A repeated key is silently
-    last-wins in YAML; here it names the key and both lines.
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()
-            raise _Refused(f"the alias *{short(event.anchor)[1:-1]} is not accepted (anchors and aliases are "
-                           "refused in config files); write the value out", event.start_mark)
-        return super().compose_node(parent, index)
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            seen: dict = {}
-            for key_node, _ in node.value:
-                key = self.construct_object(key_node, deep=True)
-                try:
-                    first = seen.setdefault(key, key_node.start_mark)
-                except TypeError:  # an unhashable key; SafeLoader names it below
-                    continue
-                if first is not key_node.start_mark:
-                    raise _Refused(f"key {short(key)} appears twice (lines {first.line + 1} and "
-                                   f"{key_node.start_mark.line + 1}); keep one", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
-
-    def construct_yaml_int(self, node):
-        try:
-            return super().construct_yaml_int(node)
-        except ValueError:  # Python refuses to parse an integer of more than 4300 digits
-            raise _Refused(f"the number {short(node.value)} is too long", node.start_mark) from None
-
-
-StrictLoader.add_constructor("tag:yaml.org,2002:int", StrictLoader.construct_yaml_int)
-
-
-def strict_yaml_load(stream: Any) -> Any:
-    """Parse YAML text or a file with `StrictLoader` (safe types only, no aliases, no repeated keys)."""
-    loader = StrictLoader(stream)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
 def load_yaml_mapping(path: str | Path, *, what: str = "config file") -> dict | None:
     """A YAML file's top-level mapping (None when the file is empty); one-line errors name file and line."""
     path = Path(path)
@@ -228,7 +163,7 @@ def load_yaml_mapping(path: str | Path, *, what: str = "config file") -> dict | 
         raise ConfigError(f"{what} {path} is a directory, not a YAML file") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{what} {path}: not a text (UTF-8) file") from None
-    except _Refused as exc:
+    except Refused as exc:
         raise ConfigError(f"{what} {path} line {exc.mark.line + 1}: {exc.message}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -565,7 +500,7 @@ def parse_overrides(items: list[str] | None) -> dict:
             raise ConfigError(f"--set {short(item)}: expected key=value")
         try:
             value = strict_yaml_load(raw)
-        except _Refused as exc:
+        except Refused as exc:
             raise ConfigError(f"--set {short(item)}: {exc.message}") from None
         except yaml.YAMLError:
             raise ConfigError(f"--set {short(item)}: value is not valid YAML") from None

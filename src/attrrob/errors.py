@@ -5,7 +5,21 @@ from __future__ import annotations
 import errno
 import functools
 import os
+import reprlib
 import sys
+from typing import Any
+
+
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxlist, _SHORT_REPR.maxdict = 2, 4, 4
+_SHORT_REPR.maxstring = _SHORT_REPR.maxother = _SHORT_REPR.maxlong = 40
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """`repr(value)` cut to `limit` characters: a value printed in an error stays one short line
+    (reprlib never expands a deep or shared structure, e.g. YAML aliases, in full)."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class AttrrobError(Exception):

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from . import checkpoint, models, objectives
-from .config import dataset_input, settings_digest, short
-from .errors import AttrrobError, DataError, Interrupted
+from .config import dataset_input, settings_digest
+from .errors import AttrrobError, DataError, Interrupted, short
 from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
 from .records import RECORDS_KEY, records
