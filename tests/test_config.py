@@ -26,6 +26,18 @@ def test_paper_defaults_follow_the_spec():
                                              "max_value": 255.0, "integral": True}
 
 
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist", "gtsrb", "flower", "digits"])
+def test_every_attack_keeps_the_best_of_three_runs_by_default(dataset):
+    """RAR's eval_attribution_attack.py: attribution_attack_times = 3 for every attack; with
+    zero_direction stay the gradient attacks are deterministic and one run is the same."""
+    for attack in ("topk", "random", "mass_center", "targeted"):
+        assert config.attack_settings(dataset, attack=attack)["runs"] == 3
+    stay = {"zero_direction": "stay"}
+    assert config.attack_settings(dataset, overrides=stay, attack="topk")["runs"] == 1
+    assert config.attack_settings(dataset, overrides=stay, attack="random")["runs"] == 3
+    assert "runs" not in config.attack_settings(dataset)  # no attack named: which one's runs is unknown
+
+
 def test_user_config_and_overrides_apply_in_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"datasets": ["mnist"], "hyperparameters": {
@@ -225,7 +237,8 @@ def test_attack_variant_layers_its_settings_on_the_config(tmp_path):
     assert (base["k_attack"], base["k_metric"]) == (200, 100)
     # --set still wins over the variant, and an attack's own name is the plain attack
     assert config.attack_settings("mnist", path, {"k_attack": 50}, variant="topk_k75")["k_attack"] == 50
-    assert config.attack_settings("mnist", path, variant="topk") == base
+    assert config.attack_settings("mnist", path, variant="topk") == {**base, "runs": 3}
+    assert variant["runs"] == 3
     config.check_all_settings(path, ["mnist"], ["natural"], ["topk", "topk_k75"])
 
 

@@ -78,6 +78,7 @@ def test_evaluate_writes_schema(workspace, tmp_path):
     for stats in summary["metrics"].values():
         assert stats["ci_low"] <= stats["mean"] <= stats["ci_high"]
     assert summary["settings"]["iterations"] == 3 and summary["zero_direction"] == "random_sign"
+    assert summary["settings"]["runs"] == 3  # the protocol's best of 3, recorded
     assert summary["wall_time_s"] > 0 and summary["images_per_s"] > 0 and summary["device"].startswith("cpu")
     assert all(int(r["topk_tied_slots"]) >= 0 for r in attacked)
     n_tied = sum(int(r["topk_tied_slots"]) > 0 for r in attacked)

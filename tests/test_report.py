@@ -908,3 +908,21 @@ def test_published_numbers_only_beside_results_of_the_papers_protocol(tmp_path):
     _write_method(root, "digits", "ig_norm", seed=4, new=True)
     digits = report.collect_table(root, ["digits"], ["ig_norm"])
     assert digits.iloc[0]["protocol_differs"] != "" and report.protocol_notes(digits) == []
+
+
+def test_fewer_attack_runs_than_the_protocols_are_off_protocol(tmp_path):
+    """RAR keeps the best of 3 runs; a result of 1 run is listed as off the protocol, unless its
+    zero-direction mode (stay) makes the attack deterministic, where 1 run is the protocol."""
+    root = tmp_path / "results"
+    _write_method(root, "mnist", "ig_norm", seed=3, new=True)
+    path = root / "mnist" / "ig_norm" / "attack_topk" / "summary.json"
+    doc = json.loads(path.read_text())
+    for runs, mode, differs in ((3, "random_sign", ""), (1, "random_sign", "runs 1 (protocol 3)"), (1, "stay", "")):
+        doc["settings"].update(runs=runs, zero_direction=mode)
+        path.write_text(json.dumps(doc))
+        table = report.collect_table(root, ["mnist"], ["ig_norm"])
+        assert table.iloc[0]["protocol_differs"] == differs
+    doc["settings"].update(runs=1, zero_direction="random_sign")
+    path.write_text(json.dumps(doc))
+    table = report.collect_table(root, ["mnist"], ["ig_norm"])
+    assert "runs 1 (protocol 3)" in report.markdown_table(table) and math.isnan(table.iloc[0]["IN_published"])

@@ -428,13 +428,31 @@ def accuracy_settings(dataset: str, config_path: str | Path | None = None, overr
 
 
 def attack_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None,
-                    variant: str | None = None) -> dict:
-    """Attack settings: defaults, the config's `attack:`, the variant's own settings (when `variant` names
-    one of the config file's attack variants), then `overrides`."""
-    own = resolve_attack(dataset, variant, config_path)[1] if variant is not None else {}
+                    variant: str | None = None, *, attack: str | None = None) -> dict:
+    """Attack settings: defaults, the config's `attack:`, the variant's own settings (when `attack`, or
+    its older name `variant`, names one of the config file's attack variants), then `overrides`.
+    Given an attack or variant name, the settings also hold `runs`: how many runs of that attack
+    are made, the lowest-τ one kept (`runs_of`)."""
+    name = attack if attack is not None else variant
+    base, own = resolve_attack(dataset, name, config_path) if name is not None else (None, {})
     settings = _merged(dataset, "attack", config_path, {**own, **(overrides or {})})
-    _check_k_within_image(settings, dataset, f"{dataset}.{VARIANTS}.{variant}" if own else f"{dataset}.attack")
+    _check_k_within_image(settings, dataset, f"{dataset}.{VARIANTS}.{name}" if own else f"{dataset}.attack")
+    if base is not None:
+        settings["runs"] = runs_of(base, settings)
     return settings
+
+
+def runs_of(attack: str, settings: Mapping) -> int:
+    """Runs of an attack per image, the lowest-τ one kept (RAR's `attribution_attack_times`):
+    `random_restarts` for the random attack, `restarts` for the others, whose runs differ where a
+    zero direction takes seeded random-sign steps. With `zero_direction: stay` those are
+    deterministic, every run would repeat the first, so they run once."""
+    key = "random_restarts" if attack == "random" else "restarts"
+    if key not in settings:
+        raise ConfigError(f"attack settings lack '{key}' (the {attack} attack's number of runs)")
+    if attack != "random" and settings.get("zero_direction") == "stay":
+        return 1
+    return max(1, int(settings[key]))
 
 
 def prepare_settings(dataset: str, config_path: str | Path | None = None, overrides: Mapping | None = None) -> dict:

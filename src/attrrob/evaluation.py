@@ -366,7 +366,8 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
         "dataset": dataset,
         "method": method,
         "attack": attack,
-        "settings": {**settings, "seed": seed, "batch_images_used": plan.batch_images,
+        "settings": {**settings, "runs": saliency_attacks.number_of_runs(attack, settings), "seed": seed,
+                     "batch_images_used": plan.batch_images,
                      "ig_rows_per_call": plan.max_rows, "memory_budget_bytes": plan.budget_bytes,
                      "target": "default: per-image random square of ceil(sqrt(k_attack))^2 pixels"
                      if attack == "targeted" and target is None else ("given mask" if target is not None else None)},

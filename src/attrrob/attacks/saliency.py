@@ -29,8 +29,10 @@ double back-propagation, i.e. exactly Σ_i (i/n)·(−∇_i) of the reference pl
 
 An all-zero direction (the top-k mask covering the map's whole support makes the top-k loss
 constant) is flagged per image; `zero_direction="random_sign"` then steps along seeded random
-signs, `"stay"` keeps the exact mathematics (no move). The random attack makes
-`random_restarts` runs, the others `restarts` (they are deterministic). All randomness of image
+signs, `"stay"` keeps the exact mathematics (no move). Every attack makes 3 runs by default
+(RAR's `attribution_attack_times`), the lowest-τ one kept: `random_restarts` for the random
+attack, `restarts` for the others, whose runs differ through their seeded random-sign steps; with
+`"stay"` those are deterministic and run once (`attrrob.config.runs_of`). All randomness of image
 i comes from its own generators keyed by (seed, test index, stream), so a batch of one gives the
 same per-image result as any batch. Saliency maps are those of `attrrob.ig` (IG of the true-class
 logit from a zero baseline, Σ_c|·|, normalised to sum H·W).
@@ -47,7 +49,7 @@ import torch
 from torch import nn
 
 from .. import metrics
-from ..config import ATTACKS, ZERO_DIRECTION_MODES
+from ..config import ATTACKS, ZERO_DIRECTION_MODES, runs_of
 from ..errors import ConfigError
 from ..ig import integrated_gradients, logit_fn, saliency_map
 from ..models import scale_invariant_images
@@ -276,12 +278,8 @@ class AttackProblem:
 
 
 def number_of_runs(attack: str, settings: dict) -> int:
-    """Runs (restarts) of an attack: `random_restarts` for the random attack, whose runs differ;
-    `restarts` for the deterministic ones."""
-    key = "random_restarts" if attack == "random" else "restarts"
-    if key not in settings:
-        raise ConfigError(f"attack settings lack '{key}' (the {attack} attack's number of runs)")
-    return max(1, int(settings[key]))
+    """Runs (restarts) of an attack, the lowest-τ one kept: `attrrob.config.runs_of`."""
+    return runs_of(attack, settings)
 
 
 def prepare_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Sequence[int], attack: str,

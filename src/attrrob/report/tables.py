@@ -183,7 +183,22 @@ def protocol_differences(dataset: str, accuracy: Mapping | None, attacked: Mappi
         out[kind] = [f"{'ε' if key == 'eps' else key} {recorded[key]:g} (protocol {protocol[kind][key]:g})"
                      for key in _PROTOCOL_KEYS[kind]
                      if isinstance(recorded.get(key), (int, float)) and not math.isclose(recorded[key], protocol[kind][key])]
+    out["attack"] += _runs_difference(protocol["attack"], attacked)
     return out
+
+
+def _runs_difference(protocol: Mapping, attacked: Mapping | None) -> list[str]:
+    """["runs 1 (protocol 3)"] where an attack kept the best of fewer runs than the protocol's for its
+    attack and zero-direction mode (a run with `stay` is deterministic: one is the protocol there)."""
+    from ..config import runs_of
+
+    recorded = (attacked or {}).get("settings") or {}
+    runs, attack = recorded.get("runs"), (attacked or {}).get("attack")
+    if not isinstance(runs, int) or isinstance(runs, bool) or not attack:
+        return []  # results written before runs were recorded
+    mode = recorded.get("zero_direction") or attacked.get("zero_direction") or protocol["zero_direction"]
+    wanted = runs_of(attack, {**protocol, "zero_direction": mode})
+    return [f"runs {runs} (protocol {wanted})"] if runs < wanted else []
 
 
 def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
