@@ -59,7 +59,8 @@ def reference_loss(method, net, x, y, s, gen):
         if method == "madry":
             return F.cross_entropy(net(z), y, reduction="sum")
         approx = ref_ig(ce, x, z, m, pts=range(af, m + 1, af)).abs().sum()
-        return approx if method == "ig_norm" else ce(z).sum() + lam * approx
+        # adv_xent is unclipped (TF's sparse_softmax_cross_entropy_with_logits); ce stays inside IG.
+        return approx if method == "ig_norm" else F.cross_entropy(net(z), y, reduction="sum") + lam * approx
 
     xa = None
     if method != "natural":
@@ -107,6 +108,37 @@ def test_loss_and_weight_gradient_match_reference_sketch(method):
     for name in ("ig_l1", "cacr", "wacr"):
         if name in terms:
             assert terms[name] != 0.0
+
+
+class _ConfidentlyWrong(torch.nn.Module):
+    """Logits (0, 50·Σx): every image in [0.5, 1]^4 is class 1 with p_0 < e^-100 (far below 1e-10)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([[0.0] * 4, [50.0] * 4], dtype=torch.float64))
+
+    def forward(self, z, smooth=False):
+        return z.flatten(1) @ self.w.T
+
+
+@pytest.mark.parametrize("method", ["ig_sum_norm", "sarkar"])
+def test_inner_cross_entropy_is_unclipped_where_the_clipped_one_is_flat(method):
+    """p_y < 1e-10: −log clip(p_y, 1e-10) is flat, so the old inner gradient was exactly 0; the
+    reference's adv_xent (unclipped) has the closed-form gradient Wᵀ(softmax − e_y) ≠ 0. The IG term
+    (clipped ℓ inside IG, as the reference) contributes nothing there."""
+    net = _ConfidentlyWrong()
+    x = torch.full((2, 1, 2, 2), 0.5, dtype=torch.float64) + 0.1 * torch.rand(2, 1, 2, 2, dtype=torch.float64)
+    y = torch.zeros(2, dtype=torch.long)
+    z = (x + 0.05).requires_grad_(True)
+    s = {**tiny_settings(method), "method": method}
+    (grad,) = torch.autograd.grad(objectives.OBJECTIVES[method].inner(net, x, y, s)(z), z)
+    p = F.softmax(net(z.detach()), 1)
+    assert (p[:, 0] < 1e-10).all()
+    expected = ((p - F.one_hot(y, 2).double()) @ net.w.detach()).view_as(z)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=0)
+    assert grad.abs().min() > 0.1
+    (clipped,) = torch.autograd.grad(ig.cross_entropy_fn(net, y)(z).sum(), z)
+    assert not clipped.any()  # the clipped form would not move this x′ at all
 
 
 def test_terms_recombine_to_total_with_weight_decay():

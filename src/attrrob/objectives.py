@@ -9,6 +9,8 @@ Every objective is `inner` (None, or the PGD loss that finds x′ in the ε-ball
   differentiated with create_graph so its x′-gradient is exact; ig_sum_norm and all sarkar variants
   share one inner loss, CE(x′) + w‖IG_approx‖₁ (w = `inner_ig_weight`, tied to β or λ), so for
   equal weights they draw identical iterates for one seed;
+- CE is clipped, −log clip(p_y, 1e-10), only as the ℓ inside an IG (the reference's hand-written
+  CE); every CE of logits, the inner loss's included, is the unclipped softmax cross-entropy;
 - outer IGs use all m points with create_graph (the θ-gradient goes through input gradients);
 - λ (`lam`) weighs ig_norm's ‖IG‖₁ and the sarkar regularisers, β (`beta`) ig_sum_norm's ‖IG‖₁;
   weight decay is wd·Σ½‖W‖² over kernels.
@@ -86,9 +88,12 @@ def inner_ig_weight(settings: Mapping) -> float:
 
 
 def inner_ce_ig_l1(model, x, y, settings):
-    ce = ig.cross_entropy_fn(model, y)
+    """CE(x′) + w‖IG_approx‖₁. CE here is unclipped (the reference's `adv_xent`, TF's
+    sparse_softmax_cross_entropy_with_logits), so a confidently wrong x′ (p_y < 1e-10) is still
+    pushed; only IG's ℓ inside `_approx_ig` uses the clipped −log clip(p_y, 1e-10), as there."""
     weight = inner_ig_weight(settings)
-    return lambda z: ce(z).sum() + weight * regularizers.ig_l1(_approx_ig(model, x, z, y, settings))
+    return lambda z: F.cross_entropy(model(z), y, reduction="sum") + weight * regularizers.ig_l1(
+        _approx_ig(model, x, z, y, settings))
 
 
 # ---- outer losses: return (loss without weight decay, {term: unweighted tensor}) ----
