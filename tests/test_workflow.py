@@ -17,7 +17,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml", "config/mnist_cpu.yaml")
+CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml", "config/mnist_cpu.yaml",
+           "config/flower_rar_sarkar.yaml")
 # What a copy of the workflow needs besides the installed package.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "dvc.yaml", "params.yaml", "data.dvc",
                   ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pyproject.toml",
@@ -192,6 +193,7 @@ EXPECTED_JOBS = {
     "config/quickstart.yaml": (1, 7, 2),  # top-k and the noise control
     "config/mnist_mirror.yaml": (1, 7, 1),
     "config/mnist_cpu.yaml": (1, 5, 3),  # the paper's top-k attack, its topk_k75 variant, the noise control
+    "config/flower_rar_sarkar.yaml": (1, 7, 1),
 }
 
 
