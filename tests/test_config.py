@@ -38,6 +38,16 @@ def test_every_attack_keeps_the_best_of_three_runs_by_default(dataset):
     assert "runs" not in config.attack_settings(dataset)  # no attack named: which one's runs is unknown
 
 
+def test_accuracy_pgd_loss_settings_are_checked():
+    assert config.accuracy_settings("flower")["pgd_loss"] == "ce"  # RAR's protocol stays the default
+    authors = config.accuracy_settings("flower", overrides={"pgd_loss": "ce_ig_approx"})
+    assert (authors["pgd_ig_weight"], authors["pgd_ig_m"], authors["pgd_ig_approx_factor"]) == (0.1, 50, 10)
+    with pytest.raises(ConfigError, match="pgd_loss: expected one of ce, ce_ig_approx"):
+        config.accuracy_settings("flower", overrides={"pgd_loss": "xent"})
+    with pytest.raises(ConfigError, match="pgd_ig_approx_factor: must divide pgd_ig_m=50, got 3"):
+        config.accuracy_settings("flower", overrides={"pgd_ig_approx_factor": 3})
+
+
 def test_user_config_and_overrides_apply_in_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"datasets": ["mnist"], "hyperparameters": {

@@ -187,6 +187,50 @@ def test_evaluate_accuracy_writes_schema(workspace, tmp_path):
     assert adversarial < natural  # PGD at eps 0.1 on an undefended model
     assert summary["method"] == "natural" and summary["dataset"] == "digits"
     assert summary["settings"]["steps"] == 10 and summary["wall_time_s"] > 0
+    assert summary["pgd_protocol"] == "PGD-10 on CE" and summary["settings"]["pgd_loss"] == "ce"
+
+
+def test_accuracy_pgd_loss_of_the_authors_flower_evaluation_matches_a_loop_transcription():
+    """pgd_loss ce_ig_approx: CE(z) + w‖IG_approx(x → z)‖₁, IG of the clipped CE at the points a, 2a, …, m
+    (the Sarkar authors' adv_ar_approx), against a per-point loop; its gradient too."""
+    from attrrob.evaluation import accuracy_pgd_loss
+
+    torch.manual_seed(0)
+    model = models.build("digits").double()
+    x = torch.rand(3, 1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([1, 4, 7])
+    z = (x + 0.05 * torch.randn(x.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))).requires_grad_(True)
+    settings = {"pgd_loss": "ce_ig_approx", "pgd_ig_weight": 0.3, "pgd_ig_m": 6, "pgd_ig_approx_factor": 2}
+
+    def clipped_ce(v):
+        return -torch.log(F.softmax(model(v), 1).gather(1, y[:, None]).clamp(1e-10, 1)).squeeze(1)
+
+    def reference(v):
+        total = 0
+        for k in (2, 4, 6):  # a = 2, m = 6
+            point = x + k / 6 * (v - x)
+            total = total + torch.autograd.grad(clipped_ce(point).sum(), point, create_graph=True)[0]
+        attribution = (v - x) * total / 3
+        return F.cross_entropy(model(v), y, reduction="sum") + 0.3 * attribution.abs().sum()
+
+    value, expected = accuracy_pgd_loss(model, x, y, settings)(z), reference(z)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=0)
+    (grad,), (grad_ref,) = torch.autograd.grad(value, z), torch.autograd.grad(expected, z)
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-9, atol=1e-12)
+    ce_only = accuracy_pgd_loss(model, x, y, {**settings, "pgd_loss": "ce"})(z)
+    torch.testing.assert_close(ce_only, F.cross_entropy(model(z), y, reduction="sum"))
+    assert value > ce_only  # the IG term is exercised
+
+
+def test_evaluate_accuracy_pgd_loss_option_reaches_the_summary(workspace, tmp_path):
+    out = tmp_path / "accuracy"
+    summary = accuracy_cli.main(["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"),
+                                 "--dataset", "digits", "--out", str(out), "--num-examples", "40", "--device",
+                                 "cpu", "--no-progress", "--no-autoattack", "--pgd-loss", "ce_ig_approx"])
+    written = json.loads((out / "summary.json").read_text())
+    assert written["settings"]["pgd_loss"] == "ce_ig_approx" == summary["settings"]["pgd_loss"]
+    assert written["pgd_protocol"] == "PGD-10 on CE + 0.1·‖IG_approx‖₁ (2 of 10 points)"
+    assert written["adversarial_accuracy"]["mean"] < written["natural_accuracy"]["mean"]
 
 
 @pytest.mark.parametrize("problem", ["missing", "corrupt", "other_dataset"])

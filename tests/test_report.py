@@ -926,3 +926,20 @@ def test_fewer_attack_runs_than_the_protocols_are_off_protocol(tmp_path):
     path.write_text(json.dumps(doc))
     table = report.collect_table(root, ["mnist"], ["ig_norm"])
     assert "runs 1 (protocol 3)" in report.markdown_table(table) and math.isnan(table.iloc[0]["IN_published"])
+
+
+def test_flower_table_names_the_aa_protocol_of_each_row(tmp_path):
+    """The Sarkar authors evaluated Flower AA with PGD on their training loss, RAR with PGD on CE: the
+    Flower table says which one produced each row (older summaries without the field ran CE)."""
+    root = tmp_path / "results"
+    for method in ("madry", "sarkar"):
+        _write_method(root, "flower", method, seed=3, new=True)
+    path = root / "flower" / "sarkar" / "accuracy" / "summary.json"
+    doc = json.loads(path.read_text())
+    doc["pgd_protocol"] = "PGD-7 on CE + 0.1·‖IG_approx‖₁ (5 of 50 points)"
+    path.write_text(json.dumps(doc))
+    shown, _ = report.display_table(report.collect_table(root, ["flower"], ["madry", "sarkar"]))
+    assert list(shown["AA protocol"]) == ["PGD on CE", "PGD-7 on CE + 0.1·‖IG_approx‖₁ (5 of 50 points)"]
+    _write_method(root, "digits", "madry", seed=4, new=True)
+    digits, _ = report.display_table(report.collect_table(root, ["digits"], ["madry"]))
+    assert "AA protocol" not in digits.columns  # CE only, not Flower: nothing to tell apart

@@ -63,7 +63,8 @@ LIMITS: dict[str, dict[str, dict]] = {
     },
     "accuracy": {"eps": _AT_LEAST_0, "steps": _LOOP_1, "step_size": _POSITIVE, "batch_size": _COUNT_1,
                  "num_examples": _COUNT_1, "autoattack_iterations": _LOOP_1,
-                 "autoattack_target_classes": _LOOP_1},
+                 "autoattack_target_classes": _LOOP_1, "pgd_loss": {"enum": ["ce", "ce_ig_approx"]},
+                 "pgd_ig_weight": _AT_LEAST_0, "pgd_ig_m": _LOOP_1, "pgd_ig_approx_factor": _LOOP_1},
     "attack": {
         "eps": _AT_LEAST_0, "step_size": _POSITIVE, "iterations": _LOOP_1, "k_attack": _COUNT_1,
         "k_metric": _COUNT_1, "ig_steps": _LOOP_1, "restarts": _LOOP_1,
@@ -424,6 +425,9 @@ def accuracy_settings(dataset: str, config_path: str | Path | None = None, overr
     if targets is not None and targets > classes - 1:
         raise ConfigError(f"{dataset}.accuracy.autoattack_target_classes: must be ≤ {classes - 1} (the other "
                           f"classes of {dataset}), got {targets}")
+    if settings["pgd_ig_m"] % settings["pgd_ig_approx_factor"]:
+        raise ConfigError(f"{dataset}.accuracy.pgd_ig_approx_factor: must divide pgd_ig_m={settings['pgd_ig_m']}, "
+                          f"got {settings['pgd_ig_approx_factor']}")
     return settings
 
 

@@ -174,9 +174,31 @@ class AccuracyOutcome:
     summary: dict
 
 
+def accuracy_pgd_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict):
+    """The loss the AA's PGD maximises, z ↦ 0-dim (`pgd_loss`): `ce`, the summed cross-entropy (RAR's
+    protocol), or `ce_ig_approx`, CE + w‖IG_approx(x → z)‖₁, the Sarkar authors' Flower evaluation
+    loss (`adv_ar_approx`), which is their training objectives' inner loss at the pgd_ig_* values."""
+    if settings.get("pgd_loss", "ce") == "ce":
+        return lambda z: F.cross_entropy(model(z), y, reduction="sum")
+    from .objectives import inner_ce_ig_l1  # the same loss as training's inner PGD
+
+    ig_settings = {"m": int(settings["pgd_ig_m"]), "approx_factor": int(settings["pgd_ig_approx_factor"]),
+                   "inner_ig_weight": float(settings["pgd_ig_weight"]), "ig_max_batch": 0}
+    return inner_ce_ig_l1(model, x, y, ig_settings)
+
+
+def pgd_protocol(settings: dict) -> str:
+    """The AA's PGD protocol in words, as reports name it."""
+    steps = f"PGD-{int(settings['steps'])}"
+    if settings.get("pgd_loss", "ce") == "ce":
+        return f"{steps} on CE"
+    points = int(settings["pgd_ig_m"]) // int(settings["pgd_ig_approx_factor"])
+    return f"{steps} on CE + {float(settings['pgd_ig_weight']):g}·‖IG_approx‖₁ ({points} of {int(settings['pgd_ig_m'])} points)"
+
+
 def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settings: dict, *, dataset: str,
                       method: str | None = None, seed: int = 0, progress: bool = True) -> AccuracyOutcome:
-    """Natural accuracy, L∞ PGD (CE, random start) adversarial accuracy and, when
+    """Natural accuracy, L∞ PGD (random start; on `accuracy_pgd_loss`) adversarial accuracy and, when
     `settings["autoattack"]`, AutoAttack's APGD-CE + APGD-T adversarial accuracy, all on the same
     first `settings["num_examples"]` images at the same ε. Each batch's random starts come from
     streams keyed by (seed, first index of the batch)."""
@@ -199,11 +221,8 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
             with torch.no_grad():
                 natural.append(model(xb).argmax(1).cpu())
 
-            def loss_fn(x_adv, yb=yb):
-                return F.cross_entropy(model(x_adv), yb, reduction="sum")
-
             t0 = time.perf_counter()
-            x_adv = pgd(loss_fn, xb, eps=eps, steps=int(settings["steps"]),
+            x_adv = pgd(accuracy_pgd_loss(model, xb, yb, settings), xb, eps=eps, steps=int(settings["steps"]),
                         step_size=float(settings["step_size"]), lo=lo, hi=hi, random_start=True,
                         generator=saliency_attacks.image_generator(seed, start, 0))
             with torch.no_grad():
@@ -233,6 +252,7 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
         # null when the setting is off, so readers can rely on the key.
         "autoattack_accuracy": metrics.proportion_ci(aut == labels) if aut is not None else None,
         "autoattack": None,
+        "pgd_protocol": pgd_protocol(settings),
         "settings": {**settings, "seed": seed},
         "wall_time_s": wall,
         "pgd_wall_time_s": pgd_time,

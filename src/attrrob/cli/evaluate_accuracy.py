@@ -10,8 +10,9 @@ from ..errors import one_line_errors
 from .common import (add_run_options, add_settings_options, check_options, ci_text as _ci, held_device, locked_dirs,
                      load_split, num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
 
-DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD on the cross-entropy (random start,
-the data set's eps / steps / step size) on the first N test images, and (setting autoattack, on by
+DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD (random start, the data set's eps /
+steps / step size) on the cross-entropy, or with --pgd-loss ce_ig_approx on CE + w||IG_approx||_1, on the
+first N test images, and (setting autoattack, on by
 default) under AutoAttack's APGD-CE + APGD-T on the same images at the same eps. Writes
 OUT/summary.json (accuracies with 95%% confidence intervals) and OUT/per_example.csv, atomically."""
 
@@ -28,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "holds is an error)")
     p.add_argument("--autoattack", action=argparse.BooleanOptionalAction, default=None,
                    help="also run AutoAttack (APGD-CE + APGD-T; overrides the config's accuracy setting autoattack)")
+    p.add_argument("--pgd-loss", choices=("ce", "ce_ig_approx"), default=None,
+                   help="what the AA's PGD maximises: ce (RAR's protocol) or ce_ig_approx, CE + pgd_ig_weight * "
+                        "||IG_approx||_1 (the Sarkar authors' Flower evaluation; overrides the config's pgd_loss)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
     add_run_options(p)
     return p
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     settings = config.accuracy_settings(args.dataset, args.config,
                                         overrides_from(args, num_examples=args.num_examples,
-                                                       autoattack=args.autoattack))
+                                                       autoattack=args.autoattack, pgd_loss=args.pgd_loss))
     check_options(seed=args.seed)
     log = start_run(args, "evaluate_accuracy")
 
@@ -57,9 +61,9 @@ def main(argv: list[str] | None = None) -> dict:
         outcome.summary["model"] = str(args.model)
         write_accuracy_outputs(args.out, outcome)
         summary = outcome.summary
-        log.info("done: natural accuracy %s, adversarial accuracy %s (eps %g, %d PGD steps), %.1f images/s; wrote %s",
+        log.info("done: natural accuracy %s, adversarial accuracy %s (eps %g, %s), %.1f images/s; wrote %s",
                  _ci(summary["natural_accuracy"]), _ci(summary["adversarial_accuracy"]), settings["eps"],
-                 settings["steps"], summary["images_per_s"], args.out)
+                 summary["pgd_protocol"], summary["images_per_s"], args.out)
         return summary
 
 

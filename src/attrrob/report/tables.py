@@ -254,6 +254,7 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
             row["base_attack"] = (attacked or {}).get("attack") or ""
             for key in ("k_attack", "k_metric", "iterations", "ig_steps"):
                 row[key] = _number(attack_settings.get(key))
+            row["aa_protocol"] = _aa_protocol(accuracy)
             row["eps_accuracy"] = _eps((accuracy or {}).get("settings"))
             row["eps_attack"] = _eps((attacked or {}).get("settings"))
             rows.append(row)
@@ -263,6 +264,15 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
 def _number(value: Any) -> float:
     """JSON numbers to float; absent or null (e.g. a CI of one image) to NaN."""
     return math.nan if value is None else float(value)
+
+
+def _aa_protocol(accuracy: Mapping | None) -> str:
+    """The AA's PGD protocol as the summary names it; results written before it was recorded ran
+    PGD on CE; "" without a result."""
+    if accuracy is None:
+        return ""
+    steps = ((accuracy.get("settings") or {}).get("steps"))
+    return accuracy.get("pgd_protocol") or (f"PGD-{steps} on CE" if steps else "PGD on CE")
 
 
 def _eps(settings: Any) -> float:
@@ -279,7 +289,7 @@ def _table_columns() -> list[str]:
     return columns + ["source", "zero_direction", "zero_direction_fraction",
                       "n_total", "n_attacked", "n_skipped", "n_zero_direction",
                       "ties_mode", "ties_share", "IN_index_mean", "base_attack", "k_attack", "k_metric",
-                      "iterations", "ig_steps", "eps_accuracy", "eps_attack", "protocol_differs"]
+                      "iterations", "ig_steps", "aa_protocol", "eps_accuracy", "eps_attack", "protocol_differs"]
 
 
 def _fmt(value: float, percent: bool) -> str:
@@ -314,17 +324,30 @@ def _has_ties(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool((df["ties_mode"] != "").any())
 
 
+_AA_PROTOCOL_LABEL = "AA protocol"
+
+
+def _shows_aa_protocol(df: pd.DataFrame) -> bool:
+    """Name the AA's PGD protocol per row where protocols can differ: Flower (the Sarkar authors
+    evaluated their AA on their training loss, RAR on CE) and any table with a non-CE AA."""
+    if not len(df):
+        return False
+    recorded = df["aa_protocol"] != ""
+    return bool((df["dataset"] == "flower").any() or (recorded & ~df["aa_protocol"].str.endswith("on CE")).any())
+
+
 def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The table as strings for people, and the sources its published cells cite (numbered [1], ...).
 
     Reproduced cells read "mean [95% CI]" (percentages for NA, AA, IN); "missing" where the result
     file does not exist; published cells carry the printed number and a source mark, or a dash.
     The AutoAttack column and the tie share appear only where some row has them; a published column
-    only where some row has a published number.
+    only where some row has a published number; the AA protocol column (the PGD loss behind each AA)
+    on Flower and wherever some AA was not PGD on CE.
     """
     sources: list[str] = []
     out = []
-    autoattack, ties = _has_autoattack(df), _has_ties(df)
+    autoattack, ties, aa_protocol = _has_autoattack(df), _has_ties(df), _shows_aa_protocol(df)
     by_index = bool(len(df)) and bool(df["IN_index_mean"].notna().any())
     for _, row in df.iterrows():
         cells = {"Data set": dataset_name(row["dataset"]), "Method": method_name(row["method"])}
@@ -342,6 +365,8 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
                     cells[f"{metric.key} published"] = NO_PUBLISHED
             if metric.key == "AA" and autoattack:
                 cells[AUTOATTACK.label] = _cell(row, AUTOATTACK)
+            if metric.key == "AA" and aa_protocol:
+                cells[_AA_PROTOCOL_LABEL] = row["aa_protocol"] or MISSING
         if row["attack_found"]:
             cells["Attacked / evaluated"] = f"{_int(row['n_attacked'])} / {_int(row['n_total'])}"
             fraction = row["zero_direction_fraction"]
@@ -367,6 +392,8 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             columns.append(f"{metric.key} published")
         if metric.key == "AA" and autoattack:
             columns.append(AUTOATTACK.label)
+        if metric.key == "AA" and aa_protocol:
+            columns.append(_AA_PROTOCOL_LABEL)
     columns += ["Attacked / evaluated", "Zero direction (setting: share)"] + (["Top-k ties (share)"] if ties else [])
     columns += [_IN_INDEX_LABEL] if by_index else []
     shown = pd.DataFrame(out, columns=columns)
