@@ -89,6 +89,26 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
 
 
+def test_thread_counts_are_recorded_and_a_change_on_resume_is_warned(tmp_path, caplog):
+    """Bit-identity holds per thread count (another count sums in another order): the counts a
+    model was made at are in train_metrics.json, and a resume at another count says so."""
+    x, y = data()
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        first = training.train(settings("madry", steps=3), x, y, tmp_path / "m", checkpoint_dir=tmp_path / "c",
+                               progress=False)
+        torch.set_num_threads(2)
+        with caplog.at_level("WARNING", logger="attrrob.train"):
+            second = training.train(settings("madry", steps=6), x, y, tmp_path / "m", checkpoint_dir=tmp_path / "c",
+                                    progress=False)
+    finally:
+        torch.set_num_threads(before)
+    assert first["threads"] == [1] and second["threads"] == [1, 2]
+    assert json.loads((tmp_path / "m" / "train_metrics.json").read_text())["threads"] == [1, 2]
+    assert "resuming at 2 torch threads a run made at 1" in caplog.text
+
+
 def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     x, y = data()
     training.train(settings("madry", steps=6), x, y, tmp_path / "long", checkpoint_dir=tmp_path / "c1", progress=False)

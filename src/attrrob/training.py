@@ -11,6 +11,12 @@ an error rather than a silent mix of two configurations.
 Randomness: the model is initialised from `seed`; the data order and the PGD random starts come
 from two CPU generators seeded from `seed` (samples are moved to the device), so a run does not
 depend on what else touched the global RNG.
+
+Determinism: on a CPU, the same settings, data file and torch thread count give a bit-identical
+model, whether run in one go or resumed any number of times (tests/test_training.py). Another
+thread count sums in another order (1 vs 2 threads: weights differ after a few steps of Madry
+training), so the thread count is recorded in the checkpoint and train_metrics.json, and a
+resume at another count is logged as a warning. GPU kernels are not made deterministic.
 """
 
 from __future__ import annotations
@@ -198,6 +204,7 @@ class RunState:
     wall_before: float = 0.0   # wall seconds of earlier runs
     last_terms: dict = field(default_factory=dict)
     resumed_from: int | None = None
+    threads: list = field(default_factory=list)  # torch thread counts the run was made at, in order of use
 
 
 def fresh_state(settings: Mapping[str, Any], n_train: int, device: torch.device) -> RunState:
@@ -267,6 +274,11 @@ def resume(state: RunState, ckpt_path: Path, settings: Mapping, force: bool = Fa
         raise AttrrobError(f"checkpoint {ckpt_path}: its training state cannot be restored ({reason}); "
                            "delete the checkpoint directory to start afresh") from None
     state.step = state.resumed_from = saved["step"]
+    state.threads = [int(t) for t in extra.get("threads") or []]  # absent in older checkpoints
+    threads = torch.get_num_threads()
+    if state.threads and state.threads[-1] != threads:
+        log.warning("resuming at %d torch threads a run made at %d: the model will not be bit-identical to a "
+                    "run at either count", threads, state.threads[-1])
     return True
 
 
@@ -275,7 +287,8 @@ def save_state(state: RunState, ckpt_path: Path, settings: Mapping, wall_this_ru
         ckpt_path, model=state.model, optimizer=state.optimizer, step=state.step,
         rng=_rng_state(state.data_gen, state.noise_gen), config=settings,
         extra={"data_order": state.order.state_dict(), "log_rows": state.rows, "train_time_s": state.train_time,
-               "last_terms": state.last_terms, "wall_time_s": state.wall_before + wall_this_run})
+               "last_terms": state.last_terms, "wall_time_s": state.wall_before + wall_this_run,
+               "threads": state.threads})
 
 
 @dataclass
@@ -353,6 +366,8 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
              batch_size, len(x_train))
     if resumed:
         log.info("resumed from checkpoint %s at step %d", ckpt_path, state.step)
+    if not state.threads or state.threads[-1] != torch.get_num_threads():
+        state.threads.append(torch.get_num_threads())
 
     columns = log_columns(method)
     wall_start = time.perf_counter()
@@ -411,6 +426,7 @@ def _finish(state: RunState, settings: Mapping[str, Any], out_dir: Path, device:
         "dataset": dataset, "method": method, "steps": step, "final": state.last_terms,
         "examples_per_s": speed, "wall_time_s": state.wall_before + wall_this_run, "device": str(device),
         "resumed_from_step": state.resumed_from, "steps_this_run": steps_this_run, "settings": settings,
+        "threads": state.threads,
         RECORDS_KEY: records(out_dir, ["train_log.csv"]),
     }
     write_json(out_dir / "train_metrics.json", metrics)
