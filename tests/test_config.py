@@ -35,6 +35,7 @@ def test_every_attack_keeps_the_best_of_three_runs_by_default(dataset):
     stay = {"zero_direction": "stay"}
     assert config.attack_settings(dataset, overrides=stay, attack="topk")["runs"] == 1
     assert config.attack_settings(dataset, overrides=stay, attack="random")["runs"] == 3
+    assert config.attack_settings(dataset, attack="noise")["runs"] == 1  # one draw, no search
     assert "runs" not in config.attack_settings(dataset)  # no attack named: which one's runs is unknown
 
 

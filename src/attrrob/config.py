@@ -450,7 +450,10 @@ def runs_of(attack: str, settings: Mapping) -> int:
     """Runs of an attack per image, the lowest-τ one kept (RAR's `attribution_attack_times`):
     `random_restarts` for the random attack, `restarts` for the others, whose runs differ where a
     zero direction takes seeded random-sign steps. With `zero_direction: stay` those are
-    deterministic, every run would repeat the first, so they run once."""
+    deterministic, every run would repeat the first, so they run once. The noise control is one
+    draw, no search: one run."""
+    if attack == "noise":
+        return 1
     key = "random_restarts" if attack == "random" else "restarts"
     if key not in settings:
         raise ConfigError(f"attack settings lack '{key}' (the {attack} attack's number of runs)")
