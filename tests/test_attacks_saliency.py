@@ -224,6 +224,31 @@ def test_restarts_keep_the_best_run(digits):
     assert attacks.number_of_runs("random", settings) == 3 and attacks.number_of_runs("topk", settings) == 1
 
 
+@pytest.mark.parametrize("k_attack", [12, 32])
+def test_best_of_three_walks_again_only_the_images_whose_runs_can_differ(digits, k_attack):
+    """The gradient attacks' runs differ only through random-sign steps at zero directions: the
+    result equals the brute-force definition (every image walked in all 3 runs, the lowest τ
+    kept), while images that never took such a step walk once."""
+    model, x, y, idx = digits
+    settings = {**BASE, "k_attack": k_attack, "restarts": 3, "iterations": 5}
+    problem = attacks.prepare_attack(model, x, y, idx, "topk", settings, lo=0.0, hi=1.0, integral=False, seed=2)
+    with attacks.input_gradients_only(model):
+        full = [attacks.walk(problem, run) for run in range(3)]
+    brute = attacks.combine_runs(problem, full)
+    fast = attack_batch(model, x, y, idx, "topk", settings, lo=0.0, hi=1.0, integral=False, seed=2)
+    for name in ("kendall_tau", "restart", "step", "x_kept", "trace_kendall_tau", "zero_direction"):
+        torch.testing.assert_close(getattr(fast, name), getattr(brute, name), rtol=0, atol=0)
+    rows = attacks.rows_whose_runs_differ(problem, full[0])
+    assert rows.tolist() == full[0].zero_direction.nonzero().flatten().tolist()
+    if k_attack == 32:  # the mask covers some images' support: those runs differ, the others repeat run 0
+        assert 0 < len(rows) < len(idx)
+        assert any(not torch.equal(full[0].criterion[rows], r.criterion[rows]) for r in full[1:])
+    else:
+        assert len(rows) == 0
+    others = [i for i in range(len(idx)) if i not in rows.tolist()]
+    assert all(torch.equal(full[0].x_kept[others], r.x_kept[others]) for r in full[1:])
+
+
 def test_walk_trace_is_the_kept_criterion_per_iteration(digits):
     model, x, y, idx = digits
     result = attack_batch(model, x, y, idx, "topk", BASE, lo=0.0, hi=1.0, integral=False, seed=3)

@@ -10,6 +10,7 @@ Every attack is the same walk; only the step direction differs. Per image and ru
         keep x̃ if accepted(c, kept c)                # strictly lower: the first of equal iterates wins
         stop if walk_finished(...)                    # a deterministic direction at an unmoved iterate
     keep the run with the lowest kept criterion       # `combine_runs`: the first run among equals
+    (runs after the first walk only the images whose runs can differ: `rows_whose_runs_differ`)
 
 Each piece is a named function below (`step_direction`, `resolve_zero_directions`,
 `walk_criterion`, `accepted`, `walk_finished`, `walk`, `combine_runs`); step and projection are
@@ -41,7 +42,7 @@ logit from a zero baseline, Σ_c|·|, normalised to sum H·W).
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -74,6 +75,7 @@ __all__ = [
     "step_direction",
     "surrogate_objective_gradient",
     "surrogate_saliency",
+    "rows_whose_runs_differ",
     "walk",
     "walk_criterion",
     "walk_finished",
@@ -502,5 +504,41 @@ def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Se
     with input_gradients_only(model):
         problem = prepare_attack(model, x, y, indices, attack, settings, lo=lo, hi=hi, integral=integral,
                                  seed=seed, target=target, max_rows=max_rows)
-        runs = [walk(problem, run) for run in range(number_of_runs(attack, settings))]
+        first = walk(problem, 0)
+        runs, rows = [first], rows_whose_runs_differ(problem, first)
+        for run in range(1, number_of_runs(attack, settings)):
+            if len(rows) == len(problem.indices):
+                runs.append(walk(problem, run))
+            else:  # the other images would repeat run 0 exactly: only these walk again
+                runs.append(_replace_rows(first, rows, walk(_problem_rows(problem, rows), run)) if len(rows) else first)
         return combine_runs(problem, runs)
+
+
+def rows_whose_runs_differ(problem: AttackProblem, first: WalkRun) -> torch.Tensor:
+    """Images whose later runs can differ from run 0: all of them for the random attack; for the
+    gradient attacks those whose walk took a random-sign step at a zero direction. Any other
+    image's walk is a function of its image alone, so every run would repeat run 0 (and
+    `combine_runs` keeps the earliest of equals): it is not walked again."""
+    if problem.attack == "random":
+        return torch.arange(len(problem.indices), device=problem.x.device)
+    if problem.zero_direction != "random_sign":
+        return torch.zeros(0, dtype=torch.long, device=problem.x.device)
+    return first.zero_direction.nonzero().flatten()
+
+
+def _problem_rows(problem: AttackProblem, rows: torch.Tensor) -> AttackProblem:
+    """The problem restricted to images `rows` (their own generators, labels, maps and objective)."""
+    return replace(problem, x=problem.x[rows], y=problem.y[rows],
+                   indices=tuple(problem.indices[i] for i in rows.tolist()),
+                   objective=None if problem.objective is None else problem.objective.rows(rows),
+                   map_original=problem.map_original[rows])
+
+
+def _replace_rows(base: WalkRun, rows: torch.Tensor, part: WalkRun) -> WalkRun:
+    """`base` with the images `rows` taken from `part` (a walk of those images only)."""
+    out = {}
+    for f in fields(WalkRun):
+        merged = getattr(base, f.name).clone()
+        merged[rows] = getattr(part, f.name)
+        out[f.name] = merged
+    return WalkRun(**out)
