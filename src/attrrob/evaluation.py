@@ -383,12 +383,10 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     n_zero = sum(r["zero_direction"] for r in attacked)
     n_tied = sum(r["topk_tied_slots"] > 0 for r in attacked)
     summary = {
-        "dataset": dataset,
-        "method": method,
-        "attack": attack,
+        "dataset": dataset, "method": method, "attack": attack,
         "settings": {**settings, "runs": saliency_attacks.number_of_runs(attack, settings), "seed": seed,
-                     "batch_images_used": plan.batch_images,
-                     "ig_rows_per_call": plan.max_rows, "memory_budget_bytes": plan.budget_bytes,
+                     "batch_images_used": plan.batch_images, "ig_rows_per_call": plan.max_rows,
+                     "memory_budget_bytes": plan.budget_bytes,
                      "target": "default: per-image random square of ceil(sqrt(k_attack))^2 pixels"
                      if attack == "targeted" and target is None else ("given mask" if target is not None else None)},
         "zero_direction": settings["zero_direction"],

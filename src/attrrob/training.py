@@ -214,7 +214,8 @@ def fresh_state(settings: Mapping[str, Any], n_train: int, device: torch.device)
     optimizer = make_optimizer(model, settings)
     data_gen = torch.Generator().manual_seed(settings["seed"])
     noise_gen = torch.Generator().manual_seed(settings["seed"] + 1)
-    return RunState(model, optimizer, BatchOrder(n_train, data_gen), data_gen, noise_gen)
+    return RunState(model, optimizer, BatchOrder(n_train, data_gen), data_gen, noise_gen,
+                    threads=[torch.get_num_threads()])
 
 
 def _differences(saved: Mapping, current: Mapping) -> str:
@@ -274,11 +275,11 @@ def resume(state: RunState, ckpt_path: Path, settings: Mapping, force: bool = Fa
         raise AttrrobError(f"checkpoint {ckpt_path}: its training state cannot be restored ({reason}); "
                            "delete the checkpoint directory to start afresh") from None
     state.step = state.resumed_from = saved["step"]
-    state.threads = [int(t) for t in extra.get("threads") or []]  # absent in older checkpoints
-    threads = torch.get_num_threads()
-    if state.threads and state.threads[-1] != threads:
+    made_at, threads = [int(t) for t in extra.get("threads") or []], torch.get_num_threads()  # older: none
+    if made_at and made_at[-1] != threads:
         log.warning("resuming at %d torch threads a run made at %d: the model will not be bit-identical to a "
-                    "run at either count", threads, state.threads[-1])
+                    "run at either count", threads, made_at[-1])
+    state.threads = made_at + [threads] if not made_at or made_at[-1] != threads else made_at
     return True
 
 
@@ -366,8 +367,6 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
              batch_size, len(x_train))
     if resumed:
         log.info("resumed from checkpoint %s at step %d", ckpt_path, state.step)
-    if not state.threads or state.threads[-1] != torch.get_num_threads():
-        state.threads.append(torch.get_num_threads())
 
     columns = log_columns(method)
     wall_start = time.perf_counter()

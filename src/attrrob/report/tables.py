@@ -17,6 +17,7 @@ import pandas as pd
 from .load import (AUTOATTACK, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name, has_published,
                    load_accuracy, load_attack, load_per_example, load_train_metrics, method_name,
                    published_value)
+from .protocol import AA_PROTOCOL_LABEL, aa_protocol, protocol_differences, shows_aa_protocol
 
 _CI_FIELDS = ("mean", "ci_low", "ci_high", "n")
 AUTOATTACK_GAP = 0.05  # flag a model whose AutoAttack AA is this far (5 points) below its PGD AA
@@ -166,41 +167,6 @@ def delta_html(frame: pd.DataFrame, methods: Sequence[str], datasets: Sequence[s
 
 # --------------------------------------------------------------------------- the table
 
-# The settings that define the paper's protocol: a result at other values is not comparable with a
-# published number (an AA at ε = 0.1 is not the AA at ε = 0.3).
-_PROTOCOL_KEYS = {"accuracy": ("eps",), "attack": ("eps", "k_attack", "k_metric")}
-
-
-def protocol_differences(dataset: str, accuracy: Mapping | None, attacked: Mapping | None) -> dict[str, list[str]]:
-    """Per result kind ("accuracy", "attack"), how its recorded settings differ from the paper's protocol
-    (the package defaults), e.g. ["ε 0.1 (protocol 0.3)"]; empty where they agree or were not recorded."""
-    from ..config import accuracy_settings, attack_settings
-
-    protocol = {"accuracy": accuracy_settings(dataset), "attack": attack_settings(dataset)}
-    out: dict[str, list[str]] = {}
-    for kind, result in (("accuracy", accuracy), ("attack", attacked)):
-        recorded = (result or {}).get("settings") or {}
-        out[kind] = [f"{'ε' if key == 'eps' else key} {recorded[key]:g} (protocol {protocol[kind][key]:g})"
-                     for key in _PROTOCOL_KEYS[kind]
-                     if isinstance(recorded.get(key), (int, float)) and not math.isclose(recorded[key], protocol[kind][key])]
-    out["attack"] += _runs_difference(protocol["attack"], attacked)
-    return out
-
-
-def _runs_difference(protocol: Mapping, attacked: Mapping | None) -> list[str]:
-    """["runs 1 (protocol 3)"] where an attack kept the best of fewer runs than the protocol's for its
-    attack and zero-direction mode (a run with `stay` is deterministic: one is the protocol there)."""
-    from ..config import runs_of
-
-    recorded = (attacked or {}).get("settings") or {}
-    runs, attack = recorded.get("runs"), (attacked or {}).get("attack")
-    if not isinstance(runs, int) or isinstance(runs, bool) or not attack:
-        return []  # results written before runs were recorded
-    mode = recorded.get("zero_direction") or attacked.get("zero_direction") or protocol["zero_direction"]
-    wanted = runs_of(attack, {**protocol, "zero_direction": mode})
-    return [f"runs {runs} (protocol {wanted})"] if runs < wanted else []
-
-
 def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
                   attack: str = "topk") -> pd.DataFrame:
     """One row per dataset × method (in the order given), reproduced values beside published ones.
@@ -254,7 +220,7 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
             row["base_attack"] = (attacked or {}).get("attack") or ""
             for key in ("k_attack", "k_metric", "iterations", "ig_steps"):
                 row[key] = _number(attack_settings.get(key))
-            row["aa_protocol"] = _aa_protocol(accuracy)
+            row["aa_protocol"] = aa_protocol(accuracy)
             row["eps_accuracy"] = _eps((accuracy or {}).get("settings"))
             row["eps_attack"] = _eps((attacked or {}).get("settings"))
             rows.append(row)
@@ -264,15 +230,6 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
 def _number(value: Any) -> float:
     """JSON numbers to float; absent or null (e.g. a CI of one image) to NaN."""
     return math.nan if value is None else float(value)
-
-
-def _aa_protocol(accuracy: Mapping | None) -> str:
-    """The AA's PGD protocol as the summary names it; results written before it was recorded ran
-    PGD on CE; "" without a result."""
-    if accuracy is None:
-        return ""
-    steps = ((accuracy.get("settings") or {}).get("steps"))
-    return accuracy.get("pgd_protocol") or (f"PGD-{steps} on CE" if steps else "PGD on CE")
 
 
 def _eps(settings: Any) -> float:
@@ -324,18 +281,6 @@ def _has_ties(df: pd.DataFrame) -> bool:
     return bool(len(df)) and bool((df["ties_mode"] != "").any())
 
 
-_AA_PROTOCOL_LABEL = "AA protocol"
-
-
-def _shows_aa_protocol(df: pd.DataFrame) -> bool:
-    """Name the AA's PGD protocol per row where protocols can differ: Flower (the Sarkar authors
-    evaluated their AA on their training loss, RAR on CE) and any table with a non-CE AA."""
-    if not len(df):
-        return False
-    recorded = df["aa_protocol"] != ""
-    return bool((df["dataset"] == "flower").any() or (recorded & ~df["aa_protocol"].str.endswith("on CE")).any())
-
-
 def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The table as strings for people, and the sources its published cells cite (numbered [1], ...).
 
@@ -347,7 +292,7 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """
     sources: list[str] = []
     out = []
-    autoattack, ties, aa_protocol = _has_autoattack(df), _has_ties(df), _shows_aa_protocol(df)
+    autoattack, ties, aa_protocol = _has_autoattack(df), _has_ties(df), shows_aa_protocol(df)
     by_index = bool(len(df)) and bool(df["IN_index_mean"].notna().any())
     for _, row in df.iterrows():
         cells = {"Data set": dataset_name(row["dataset"]), "Method": method_name(row["method"])}
@@ -366,7 +311,7 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             if metric.key == "AA" and autoattack:
                 cells[AUTOATTACK.label] = _cell(row, AUTOATTACK)
             if metric.key == "AA" and aa_protocol:
-                cells[_AA_PROTOCOL_LABEL] = row["aa_protocol"] or MISSING
+                cells[AA_PROTOCOL_LABEL] = row["aa_protocol"] or MISSING
         if row["attack_found"]:
             cells["Attacked / evaluated"] = f"{_int(row['n_attacked'])} / {_int(row['n_total'])}"
             fraction = row["zero_direction_fraction"]
@@ -393,7 +338,7 @@ def display_table(df: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         if metric.key == "AA" and autoattack:
             columns.append(AUTOATTACK.label)
         if metric.key == "AA" and aa_protocol:
-            columns.append(_AA_PROTOCOL_LABEL)
+            columns.append(AA_PROTOCOL_LABEL)
     columns += ["Attacked / evaluated", "Zero direction (setting: share)"] + (["Top-k ties (share)"] if ties else [])
     columns += [_IN_INDEX_LABEL] if by_index else []
     shown = pd.DataFrame(out, columns=columns)
