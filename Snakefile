@@ -1,8 +1,10 @@
 # attrrob: Sarkar et al. (AAAI 2021) and its baselines, from raw data to HTML reports.
 #
-#   snakemake --cores 2 all --configfile config/quickstart.yaml     # offline, CPU, minutes
-#   snakemake --cores 8 --resources gpu=2 all                       # the paper grid
-#   snakemake --profile workflow/profiles/slurm all                 # on a Slurm cluster
+#   snakemake all --cores 2 --configfile config/quickstart.yaml     # offline, CPU, minutes
+#   snakemake all --cores 8 --resources gpu=2                       # the paper grid
+#   snakemake all --profile workflow/profiles/slurm                 # on a Slurm cluster
+#
+# The target comes first: --resources and --configfile take every word after them.
 #
 # A --configfile overrides config/config.yaml key by key; the result is validated against
 # workflow/schemas/config.schema.yaml (unknown keys are errors, missing keys get defaults).
