@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml", "config/mnist_cpu.yaml",
            "config/flower_rar_sarkar.yaml")
 # What a copy of the workflow needs besides the installed package.
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "dvc.yaml", "params.yaml", "data.dvc",
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "dvc.yaml", "params.yaml",
                   ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pyproject.toml",
                   "src/attrrob")
 _IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".snakemake")
