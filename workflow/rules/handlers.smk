@@ -1,0 +1,30 @@
+# Run-level handlers: before the first job, the plan's estimated training time (and a refusal
+# of more than a day on a CPU nobody asked for).
+
+
+def _training_jobs_to_run():
+    """(dataset, method) of the training jobs this run will start."""
+    jobs = workflow.dag.needrun_jobs()
+    return [
+        (job.wildcards["dataset"], job.wildcards["method"])
+        for job in jobs
+        if job.rule.name == "train"
+    ]
+
+
+onstart:
+    if attrrob_config is not None:
+        from attrrob import plan_estimate
+
+        try:
+            line = plan_estimate.check_plan(
+                HYPERPARAMETERS_FILE,
+                _training_jobs_to_run(),
+                config["train_steps"],
+                config["device"],
+            )
+        except ConfigError as exc:
+            sys.exit("attrrob: error: " + " ".join(str(exc).split()))
+        if line:
+            print("attrrob: " + line, file=sys.stderr)
+
