@@ -1,5 +1,6 @@
 # Run-level handlers: before the first job, the plan's estimated training time (and a refusal
-# of more than a day on a CPU nobody asked for).
+# of more than a day on a CPU nobody asked for); after a failure, each failed job's own last
+# log lines on the console, not only in logs/.
 
 
 def _training_jobs_to_run():
@@ -28,3 +29,11 @@ onstart:
         if line:
             print("attrrob: " + line, file=sys.stderr)
 
+
+onerror:
+    if attrrob_config is not None:
+        from attrrob import job_errors
+
+        text = job_errors.summary(log)
+        if text:
+            print(text, file=sys.stderr)
