@@ -116,7 +116,8 @@ def quickstart(tmp_path_factory):
 def test_after_repro_commit_and_push_git_and_dvc_are_clean(quickstart):
     repo = quickstart["repo"]
     assert run(["git", "status", "--porcelain"], repo).stdout == "", "dvc repro left files for git"
-    assert not list(repo.rglob("*.dvc")), "a .dvc file besides the stages of dvc.yaml"
+    tracked = run(["git", "ls-files", "*.dvc"], repo).stdout.split()
+    assert not tracked, f"{tracked}: a .dvc file besides the stages of dvc.yaml"
     dvc_status_is_clean(repo)
     cloud = run([tool("dvc"), "status", "--cloud"], repo)
     assert cloud.returncode == 0 and "up to date" in (cloud.stdout + cloud.stderr).lower(), cloud.stdout

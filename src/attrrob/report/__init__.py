@@ -28,7 +28,8 @@ from .figures import (collect_eps_points, common_example_indices, ce_reduction, 
                       plot_forest, plot_metric_distribution, plot_training_curves, show, trace_curve,
                       training_note)
 from .lens import CONTROL, lens_comparison, lens_html, lens_markdown, plot_noise_forest
-from . import figures, lens, load, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
+from .protocol import claim_verdict, protocol_line, protocol_markdown
+from . import figures, lens, load, protocol, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
 
 STYLE = """<style>
 /* Doubled selectors: JupyterLab's own table rules (.jp-RenderedHTMLCommon td ...) must not win. */
