@@ -155,7 +155,10 @@ def test_dvc_metrics_and_plots_show_the_results(quickstart):
     (workspace,) = shown.values()
     assert workspace["data"]["results/metrics.json"]["data"] == metrics
     dvc(repo, "plots", "show", "-o", str(quickstart["base"] / "plots"))
-    assert (quickstart["base"] / "plots/index.html").is_file()
+    page = (quickstart["base"] / "plots/index.html").read_text(encoding="utf-8")
+    for name in ("training_curves", "forest_topk", "kendall_tau_topk", "in_topk"):
+        assert f"results/plots/figures/digits/{name}.png" in page, name
+    assert "<img" in page
 
 
 def test_prepared_data_are_the_pinned_bytes(quickstart):

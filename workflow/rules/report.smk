@@ -17,6 +17,7 @@ rule report_summary:
             "reports/summary.html",
             caption="../report/summary.rst",
             category="Reports",
+            subcategory="Summary",
         ),
     log:
         notebook="logs/report/summary.ipynb",
@@ -92,6 +93,7 @@ rule collect_results:
         metrics="results/metrics.json",
         table="results/table.md",
         curves=directory("results/plots/train"),
+        figures=directory("results/plots/figures"),
     log:
         "logs/report/collect_results.log",
     benchmark:
@@ -111,4 +113,5 @@ rule collect_results:
         "attrrob collect-results --results-dir results --datasets {params.datasets}"
         " --methods {params.methods} --attacks {params.attacks}"
         " --metrics {output.metrics} --table {output.table} --curves {output.curves}"
+        " --figures {output.figures}"
         " > {log} 2>&1"

@@ -8,7 +8,10 @@ Reads only what `attrrob.report` reads (nothing is recomputed) and writes, atomi
                                 the paired comparison (sarkar − ig_sum_norm, ig_sum_norm − natural)
                                 and, with the `noise` control among the attacks, each attack's IN, τ
                                 and LENS metrics beside the control's, with the paired difference
-  <curves>/<dataset>_<method>.csv   step, total, batch_accuracy   (`dvc plots show`)
+  <curves>/<dataset>_<method>.csv   step, total, batch_accuracy
+  <figures>/<dataset>/<quantity>.png  the reports' figures as image files (`dvc plots show`, which
+                                shows images offline), each titled with its data set, quantity
+                                and methods
 and, with --readme, fills the README's results section between its markers.
 """
 
@@ -82,6 +85,46 @@ def write_training_curves(results_dir, datasets, methods, out_dir: Path) -> None
                 outputs.write_text(out_dir / f"{dataset}_{method}.csv", curve.to_csv(index=False))
 
 
+def _save_figure(figure, title: str, path: Path) -> None:
+    import io
+
+    figure.suptitle(title, fontsize="medium", fontweight="bold")
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=report.figures.DPI)
+    outputs.write_bytes(path, buffer.getvalue())
+
+
+def write_figures(results_dir, datasets, methods, attacks, out_dir: Path) -> list[Path]:
+    """Per data set: training curves, and per attack the forest plot and the per-image τ and IN
+    violins, as PNG files titled "<data set>: <quantity> (<methods>)"."""
+    written = []
+    for dataset in datasets:
+        name = report.dataset_name(dataset)
+        logs = {m: report.load_train_log(results_dir, dataset, m) for m in methods}
+        settings = {m: (report.load_train_metrics(results_dir, dataset, m) or {}).get("settings") for m in methods}
+        trained = [report.method_name(m) for m in methods if logs[m] is not None]
+        figures = [("training_curves", "training loss terms and batch accuracy per step", trained,
+                    report.plot_training_curves(logs, name, settings))]
+        for attack in attacks:
+            table = report.collect_table(results_dir, [dataset], methods, attack)
+            per_example = report.collect_per_example(results_dir, [dataset], methods, attack)
+            shown = [report.method_name(m) for m in dict.fromkeys(per_example["method"])] if len(per_example) else []
+            figures += [
+                (f"forest_{attack}", f"NA, AA, IN, CO with 95% CIs, {attack} attack",
+                 [report.method_name(m) for m in methods], report.plot_forest(table)),
+                (f"kendall_tau_{attack}", f"per-image Kendall τ, {attack} attack", shown,
+                 report.plot_metric_distribution(per_example, "kendall_tau")),
+                (f"in_{attack}", f"per-image IN (%), {attack} attack", shown,
+                 report.plot_metric_distribution(per_example, "topk_intersection"))]
+        for quantity, label, names, figure in figures:
+            if figure is None:
+                continue
+            path = out_dir / dataset / f"{quantity}.png"
+            _save_figure(figure, f"{name}: {label} ({', '.join(names)})", path)
+            written.append(path)
+    return written
+
+
 def fill_readme(readme: Path, table: str) -> None:
     text = readme.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
@@ -110,10 +153,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", type=Path, help="write the metrics JSON here")
     parser.add_argument("--table", type=Path, help="write the Markdown table(s) here")
     parser.add_argument("--curves", type=Path, help="write training-curve CSVs into this folder")
+    parser.add_argument("--figures", type=Path, help="write the reports' figures as PNG files into this folder")
     parser.add_argument("--readme", type=Path, help="README whose results section to fill")
     args = parser.parse_args(argv)
-    if not any((args.metrics, args.table, args.curves, args.readme)):
-        parser.error("nothing to write: give --metrics, --table, --curves and/or --readme")
+    if not any((args.metrics, args.table, args.curves, args.figures, args.readme)):
+        parser.error("nothing to write: give --metrics, --table, --curves, --figures and/or --readme")
     if not args.results_dir.is_dir():
         raise AttrrobError(f"results directory {args.results_dir} does not exist; run the workflow first "
                            "or pass --results-dir")
@@ -126,6 +170,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.curves:
         args.curves.mkdir(parents=True, exist_ok=True)
         write_training_curves(args.results_dir, args.datasets, args.methods, args.curves)
+    if args.figures:
+        args.figures.mkdir(parents=True, exist_ok=True)
+        write_figures(args.results_dir, args.datasets, args.methods, args.attacks, args.figures)
     if args.readme:
         fill_readme(args.readme, table)
 

@@ -23,7 +23,8 @@ from .tables import (AUTOATTACK_GAP, PAIRED_METRICS, REFERENCE_METHOD, autoattac
                      paired_markdown, paper_table_html, settings_markdown, timings_html, unchanged_images,
                      details_html, markdown_html, attack_description, regularizer_magnitudes, regularizer_html,
                      protocol_differences, protocol_notes)
-from .figures import (collect_eps_points, common_example_indices, ce_reduction, example_caption, figure_html,
+from .figures import (METHOD_COLOURS, collect_eps_points, common_example_indices, ce_reduction, example_caption,
+                      figure_html, forest_caption, forest_shows_published,
                       loss_terms, method_palette, plot_attack_strength, plot_eps_curves, plot_example_grid,
                       plot_forest, plot_metric_distribution, plot_training_curves, show, trace_curve,
                       training_note)

@@ -17,7 +17,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..config import METHODS, dataset_input
+from ..config import dataset_input
 from .load import AUTOATTACK, METRICS, Metric, dataset_name, method_name
 from .tables import mean_ci, unchanged_images
 
@@ -25,15 +25,22 @@ DPI = 110          # pixels per inch of the embedded PNGs
 PAGE_WIDTH = 12.5  # inches: a figure this wide fills a 1,400 px window at DPI (less the margins)
 
 
-def method_palette(methods: Sequence[str]) -> dict[str, Any]:
-    """One colour per method, fixed by the method's place in config.METHODS, so that a method keeps
-    its colour across figures even when another method has no results there."""
-    import seaborn as sns
+# Okabe & Ito's colour-blind-safe qualitative palette without its black: seven hues that stay
+# distinct under protanopia, deuteranopia and tritanopia, one per method of config.METHODS (the
+# only colour definition of the reports). Methods outside it get greys.
+METHOD_COLOURS = {"natural": "#56B4E9", "madry": "#E69F00", "ig_norm": "#009E73", "ig_sum_norm": "#0072B2",
+                  "sarkar": "#D55E00", "sarkar_cacr": "#CC79A7", "sarkar_wacr": "#F0E442"}
+_OTHER_COLOURS = ("#777777", "#AAAAAA", "#444444")
 
-    colours = sns.color_palette("colorblind", n_colors=10)
-    unknown = [m for m in methods if m not in METHODS]
-    return {m: colours[(METHODS.index(m) if m in METHODS else len(METHODS) + unknown.index(m)) % len(colours)]
-            for m in methods}
+
+def method_palette(methods: Sequence[str]) -> dict[str, Any]:
+    """One colour per method, fixed by the method's name, so that a method keeps its colour across
+    figures even when another method has no results there."""
+    from matplotlib.colors import to_rgb
+
+    unknown = [m for m in methods if m not in METHOD_COLOURS]
+    return {m: to_rgb(METHOD_COLOURS[m] if m in METHOD_COLOURS
+                      else _OTHER_COLOURS[unknown.index(m) % len(_OTHER_COLOURS)]) for m in methods}
 
 
 def _figure(width: float, height: float):
@@ -68,6 +75,8 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
     """Point and 95% CI per method (y axis, in the table's order), one panel per metric (columns)
     and data set (rows); published values as hollow markers. Metrics without a value in any row are
     left out. None when there is nothing to draw."""
+    from matplotlib.ticker import MaxNLocator
+
     keys = [k for k in metrics if len(table) and table[f"{k}_mean"].notna().any()]
     datasets = [d for d in dict.fromkeys(table["dataset"])
                 if len(keys) and table.loc[table["dataset"] == d, [f"{k}_mean" for k in keys]].notna().any().any()]
@@ -112,6 +121,8 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
                 ax.set_ylabel(dataset_name(dataset), fontsize="medium", fontweight="bold")
             if ax.lines:
                 _pad_xlim(ax, 0.0 if spec.percent else -1.0, 100.0 if spec.percent else 1.0)
+                # Few ticks, none on the panel's edges: labels of neighbouring panels never meet.
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=4, prune="both"))
     if any_published:
         from matplotlib.lines import Line2D
 
@@ -121,6 +132,20 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
         fig.legend(handles, ["reproduced: mean and 95% CI", "published"], loc="outside lower center",
                    ncols=2, frameon=False, fontsize="small")
     return fig
+
+
+def forest_shows_published(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS) -> bool:
+    """Whether plot_forest draws any published (hollow) marker for this table."""
+    return any(f"{k}_published" in table and table[f"{k}_published"].notna().any()
+               for k in metrics if _spec(k).published)
+
+
+def forest_caption(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS) -> str:
+    """The forest plot's caption; it mentions published markers only where the plot has some."""
+    text = "Mean and 95% CI per method (filled)"
+    if forest_shows_published(table, metrics):
+        return text + "; published values hollow, where a source gives one."
+    return text + "; no published value applies to these results."
 
 
 def _pad_xlim(ax, lo_bound: float, hi_bound: float) -> None:
@@ -209,8 +234,9 @@ def plot_eps_curves(points: pd.DataFrame):
 
 # --------------------------------------------------------------------------- distributions
 
-_DISTRIBUTION_RANGES = {"topk_intersection": (0.0, 1.0), "kendall_tau": (-1.0, 1.0), "spearman_rho": (-1.0, 1.0)}
-_COLUMN_LABELS = {"topk_intersection": "top-k intersection (fraction)", "kendall_tau": "Kendall τ",
+_DISTRIBUTION_RANGES = {"topk_intersection": (0.0, 100.0), "kendall_tau": (-1.0, 1.0), "spearman_rho": (-1.0, 1.0)}
+_PERCENT_COLUMNS = {"topk_intersection"}  # shown in %, as in the tables
+_COLUMN_LABELS = {"topk_intersection": "IN, top-k intersection (%)", "kendall_tau": "Kendall τ",
                   "spearman_rho": "Spearman ρ", "mass_center_shift": "mass-centre shift (pixels)",
                   "linf": "L∞ perturbation"}
 
@@ -225,6 +251,8 @@ def plot_metric_distribution(per_example: pd.DataFrame, column: str = "kendall_t
     data = per_example.dropna(subset=[column])
     if data.empty:
         return None
+    if column in _PERCENT_COLUMNS:
+        data = data.assign(**{column: 100.0 * data[column]})
     datasets = list(dict.fromkeys(data["dataset"]))
     methods = list(dict.fromkeys(data["method"]))
     palette = method_palette(methods)
@@ -242,8 +270,12 @@ def plot_metric_distribution(per_example: pd.DataFrame, column: str = "kendall_t
         ax.set_xlabel("")
         ax.set_ylabel(_COLUMN_LABELS.get(column, column))
         if column in _DISTRIBUTION_RANGES:
+            # The data's own range (a little padding), never past the metric's: a forced −1…1
+            # squashes distributions that span a tenth of it.
             low, high = _DISTRIBUTION_RANGES[column]
-            ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+            lo, hi = part[column].min(), part[column].max()
+            pad = max(hi - lo, 0.02 * (high - low)) * 0.08
+            ax.set_ylim(max(low, lo - pad), min(high, hi + pad))
         ax.set_title(dataset_name(dataset), fontsize="medium")
     return fig
 
