@@ -13,8 +13,15 @@ def _training_jobs_to_run():
     ]
 
 
+def _jobs_run_here():
+    """Whether jobs run on this machine: on a cluster (Slurm) this machine's device says nothing
+    about the nodes' devices, so no estimate is made there."""
+    plugin = workflow.executor_plugin
+    return plugin is None or not plugin.common_settings.non_local_exec
+
+
 onstart:
-    if attrrob_config is not None:
+    if attrrob_config is not None and _jobs_run_here():
         from attrrob import plan_estimate
 
         try:
