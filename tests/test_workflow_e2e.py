@@ -120,7 +120,7 @@ def test_after_repro_commit_and_push_git_and_dvc_are_clean(quickstart):
     assert not tracked, f"{tracked}: a .dvc file besides the stages of dvc.yaml"
     dvc_status_is_clean(repo)
     cloud = run([tool("dvc"), "status", "--cloud"], repo)
-    assert cloud.returncode == 0 and "up to date" in (cloud.stdout + cloud.stderr).lower(), cloud.stdout
+    assert cloud.returncode == 0 and "in sync" in (cloud.stdout + cloud.stderr).lower(), cloud.stdout
 
 
 def test_quickstart_runs_within_budget_and_writes_every_result(quickstart):
