@@ -43,7 +43,7 @@ def mnist(tmp_path):
 
 def test_protocol_line_reads_every_setting_from_the_result_files(mnist):
     line = protocol.protocol_line(mnist, "mnist", ["ig_sum_norm", "sarkar"], "topk")
-    for fragment in ("training ε 0.1 with a 10-step inner PGD", "1000 training steps",
+    for fragment in ("training ε 0.1 with a 10-step inner PGD", "PGD, 1000 training steps",
                      "one training run per method (2 of 2", "PGD accuracy ε 0.1, 20 steps",
                      "`topk` attack ε 0.1, 20 iterations × 10 IG points, k = 200 (IN at k = 100), 550 test images",
                      "Training budgets below the paper's (1000 of 100,000 steps)"):

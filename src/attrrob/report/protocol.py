@@ -99,6 +99,7 @@ def _one(values: list) -> str:
     """One value, or the range the methods span ("?" where no file records it)."""
     if not values:
         return "?"
+    values = list(dict.fromkeys(values))
     if len(values) == 1:
         return _number(values[0])
     numbers = [v for v in values if isinstance(v, (int, float))]
@@ -124,7 +125,7 @@ def protocol_line(results_dir: PathLike, dataset: str, methods: Iterable[str], a
     attacked = [(load_attack(results_dir, dataset, m, attack) or {}).get("settings") for m in methods]
     runs = sum(1 for s in train if s)
     line = (f"**Protocol, {dataset_name(dataset)}**: training ε {_one(_values(train, 'eps'))} with a "
-            f"{_one(_values(train, 'pgd_steps'))}-step inner PGD, {_one([s for s in steps if s])} training steps, "
+            f"{_one(_values(train, 'pgd_steps'))}-step inner PGD, {_one(sorted(set(s for s in steps if s)))} training steps, "
             f"{'one training run' if runs else 'no trained model'} per method ({runs} of {len(methods)}: "
             "intervals are over test images, not over training seeds); "
             f"PGD accuracy ε {_one(_values(accuracy, 'eps'))}, {_one(_values(accuracy, 'steps'))} steps; "
