@@ -87,8 +87,11 @@ def write_training_curves(results_dir, datasets, methods, out_dir: Path) -> None
 
 def _save_figure(figure, title: str, path: Path) -> None:
     import io
+    import textwrap
 
-    figure.suptitle(title, fontsize="medium", fontweight="bold")
+    # Wrapped to the figure's width (about 11 characters per inch at this size): never clipped.
+    width = max(30, int(figure.get_figwidth() * 11))
+    figure.suptitle("\n".join(textwrap.wrap(title, width)), fontsize="medium", fontweight="bold")
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=report.figures.DPI)
     outputs.write_bytes(path, buffer.getvalue())
@@ -120,7 +123,7 @@ def write_figures(results_dir, datasets, methods, attacks, out_dir: Path) -> lis
             if figure is None:
                 continue
             path = out_dir / dataset / f"{quantity}.png"
-            _save_figure(figure, f"{name}: {label} ({', '.join(names)})", path)
+            _save_figure(figure, f"{name}: {label}; methods: {', '.join(names)}", path)
             written.append(path)
     return written
 
