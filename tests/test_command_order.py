@@ -34,7 +34,7 @@ def misplaced_targets(line: str, rules: set[str]) -> list[str]:
     words = re.sub(r"[\"'`,\[\]()]", " ", line).split()
     found, option = [], None
     for word in words:
-        if word in _STOP:
+        if word in _STOP or word.endswith("snakemake"):  # a new command starts
             option = None
         elif word.startswith("-"):
             option = word if word in ("--resources", "--configfile", "--configfiles") else None
@@ -51,6 +51,7 @@ def test_the_checker_finds_a_target_after_the_options():
         == ["reports/d.html"]
     assert misplaced_targets("snakemake all --cores 8 --resources gpu=2", rules) == []
     assert misplaced_targets("snakemake --configfile c.yaml --rerun-incomplete all", rules) == []
+    assert misplaced_targets("snakemake all --resources gpu=2  (or: snakemake all --profile p)", rules) == []
 
 
 def test_no_command_in_the_repository_puts_a_target_after_resources_or_configfile():
