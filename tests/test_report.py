@@ -716,8 +716,8 @@ def test_notebooks_render_tables_without_errors(results, tmp_path):
     assert "attrrob-paper" in body and "71.36 [1]" in body and "missing" in body
     assert "approximately 3% to 9%" in body and "random_sign" in body and "synthetic" in body
     assert "Δ vs IG-SUM-NORM" in body and "gradient masking" in body and "No results yet for GTSRB" in body
-    # Every table states its protocol (results, Δ and compute: three times per data set).
-    assert body.count("Protocol, MNIST") == 3 and "1000 training steps" in body
+    # Every table states its protocol (results, Δ, attack vs noise, compute: four times per data set).
+    assert body.count("Protocol, MNIST") == 4 and "1000 training steps" in body
     images = _images(body)
     # forest plot, attack strength (MNIST only: Fashion-MNIST predates trace.npz), τ violins, 2 training figures
     assert len(images) == 5, [i[:80] for i in images]
@@ -730,7 +730,7 @@ def test_notebooks_render_tables_without_errors(results, tmp_path):
     _assert_clean(notebook)
     assert "attrrob-paper" in body and "71.36 [1]" in body
     assert "Fashion-MNIST" not in body
-    assert body.count("Protocol, MNIST") == 3
+    assert body.count("Protocol, MNIST") == 4  # results, Δ, attack vs noise, compute
     images = _images(body)
     assert len(images) == 6  # forest, saliency grid, attack strength, 2 violins, training curves
     assert all(re.search(r"alt=[\"'][^\"']{20,}", i) for i in images)
