@@ -21,7 +21,7 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 try:
     from attrrob import config as attrrob_config
     from attrrob.errors import ConfigError
-except ImportError:  # Snakemake without the package: the jobs still check everything
+except ImportError:  # named below, in one line (common.smk resolves settings with it)
     attrrob_config = None
 
 

@@ -110,9 +110,9 @@ def _run_slurm_and_cancel_one_training(repo: Path, log: Path, cluster: OneNodeCl
             method = _train_method(comment)
             if cancelled or state != "RUNNING" or method is None:
                 continue
-            checkpoint = repo / "checkpoints/digits" / method / CHECKPOINT_NAME
+            checkpoints = repo / "checkpoints/digits" / method  # settings~<digest>/latest.pt
             finished = repo / "results/digits" / method / "model.pt"
-            if checkpoint.is_file() and not finished.exists():
+            if any(checkpoints.glob(f"settings~*/{CHECKPOINT_NAME}")) and not finished.exists():
                 result = cluster.command("scancel", job_id)
                 assert result.returncode == 0, result.stderr
                 cancelled = {"job_id": job_id, "method": method}

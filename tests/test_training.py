@@ -51,7 +51,8 @@ def test_outputs_and_their_schemas(tmp_path):
     assert saved == json.loads(json.dumps(metrics))
     model, meta = checkpoint.load_model(out / "model.pt", dataset="digits")
     assert meta["method"] == "sarkar" and meta["step"] == 6 and meta["config"]["lam"] == s["lam"]
-    assert (tmp_path / "ck" / "latest.pt").exists()
+    assert training.checkpoint_path(tmp_path / "ck", s).exists()
+    assert training.checkpoint_path(tmp_path / "ck", s).parent.name.startswith("settings~")
 
 
 class Interrupt(Exception):
@@ -76,7 +77,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     with pytest.raises(Interrupt):
         training.train(s, x, y, tmp_path / "resumed", checkpoint_dir=tmp_path / "ck2", progress=False)
     assert not (tmp_path / "resumed" / "model.pt").exists()
-    assert torch.load(tmp_path / "ck2" / "latest.pt", weights_only=True)["step"] == 4
+    assert torch.load(training.checkpoint_path(tmp_path / "ck2", s), weights_only=True)["step"] == 4
     monkeypatch.undo()
     metrics = training.train(s, x, y, tmp_path / "resumed", checkpoint_dir=tmp_path / "ck2", progress=False)
     assert metrics["resumed_from_step"] == 4 and metrics["steps_this_run"] == 2
@@ -84,8 +85,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path, monkeypatch):
     a, b = weights(tmp_path / "straight" / "model.pt"), weights(tmp_path / "resumed" / "model.pt")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_log(tmp_path / "straight" / "train_log.csv") == read_log(tmp_path / "resumed" / "train_log.csv")
-    opt_a = torch.load(tmp_path / "ck1" / "latest.pt", weights_only=True)["optimizer"]["state"]
-    opt_b = torch.load(tmp_path / "ck2" / "latest.pt", weights_only=True)["optimizer"]["state"]
+    opt_a = torch.load(training.checkpoint_path(tmp_path / "ck1", s), weights_only=True)["optimizer"]["state"]
+    opt_b = torch.load(training.checkpoint_path(tmp_path / "ck2", s), weights_only=True)["optimizer"]["state"]
     assert all(torch.equal(opt_a[i]["exp_avg_sq"], opt_b[i]["exp_avg_sq"]) for i in opt_a)
 
 
@@ -118,12 +119,17 @@ def test_extending_a_finished_run_equals_a_longer_run(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_checkpoint_with_other_settings_is_refused(tmp_path):
+def test_checkpoints_are_keyed_by_settings_other_settings_start_afresh(tmp_path):
     x, y = data()
     training.train(settings(steps=2), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c", progress=False)
-    with pytest.raises(AttrrobError, match=r"other settings \(beta: 0\.1 -> 0\.5\)"):
-        training.train(settings(steps=4, beta=0.5), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c",
-                       progress=False)
+    other = training.train(settings(steps=4, beta=0.5), x, y, tmp_path / "o2", checkpoint_dir=tmp_path / "c",
+                           progress=False)
+    assert other["resumed_from_step"] is None and other["steps_this_run"] == 4
+    assert len(list((tmp_path / "c").glob("settings~*/latest.pt"))) == 2
+    # Only bookkeeping differs (steps, log and checkpoint intervals): the same state resumes.
+    longer = training.train(settings(steps=4, log_every=2, checkpoint_every=3), x, y, tmp_path / "o",
+                            checkpoint_dir=tmp_path / "c", progress=False)
+    assert longer["resumed_from_step"] == 2
     with pytest.raises(AttrrobError, match="beyond steps=1"):
         training.train(settings(steps=1), x, y, tmp_path / "o", checkpoint_dir=tmp_path / "c", progress=False)
 
@@ -185,7 +191,7 @@ def test_cli_trains_resumes_and_honours_overrides(tmp_path, digits_npz, capsys):
             "--set", "m=2", "--set", "approx_factor=1", "--set", "pgd_steps=1", "--set", "checkpoint_every=2"]
     metrics = cli.main(argv)
     assert metrics["steps"] == 3 and metrics["settings"]["m"] == 2 and metrics["device"] == "cpu"
-    assert (out / "model.pt").exists() and (ck / "latest.pt").exists()
+    assert (out / "model.pt").exists() and len(list(ck.glob("settings~*/latest.pt"))) == 1
     again = cli.main(argv[:-2] + ["--set", "checkpoint_every=5"])  # done already: nothing to train
     assert again["resumed_from_step"] == 3 and again["steps_this_run"] == 0
     with pytest.raises(SystemExit) as exc:

@@ -156,11 +156,19 @@ def test_bad_config_is_refused_naming_the_key(workdir, tmp_path, case):
     assert "Failed validating" not in text and "Traceback" not in text
 
 
-def test_hyperparameters_outside_the_config_file_are_refused(workdir):
+def test_hyperparameters_from_the_command_line_count_like_a_config_file(workdir):
+    import json
+
     result = snakemake(workdir, "-n", "--configfile", "config/quickstart.yaml",
-                       "--config", "hyperparameters={digits: {attack: {iterations: 3}}}")
-    assert result.returncode != 0
-    assert "'hyperparameters' must come from one config file" in result.stdout + result.stderr
+                       "--config", "hyperparameters={digits: {attack: {iterations: 3, eps: 0.05}}}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    settings = json.loads((workdir / "results/digits/sarkar/attack_topk/settings.json").read_text())
+    assert settings["iterations"] == 3 and settings["eps"] == 0.05 and settings["ig_steps"] == 20
+    # `attrrob prepare` still reads one config file: its settings given elsewhere are refused.
+    refused = snakemake(workdir, "-n", "--configfile", "config/quickstart.yaml",
+                        "--config", "hyperparameters={digits: {prepare: {test_fraction: 0.3}}}")
+    assert refused.returncode != 0
+    assert "'hyperparameters.digits.prepare' must come from one config file" in refused.stdout + refused.stderr
 
 
 def test_env_pins_agree():
@@ -213,7 +221,7 @@ def test_commands_carry_config_mirror_and_gpu_requests(workdir):
     mirror = snakemake(workdir, "-n", "-p", "--configfile", "config/mnist_mirror.yaml")
     text = mirror.stdout + mirror.stderr
     assert "--mirror ../shared/data/mnist" in text
-    assert "attrrob train --config config/mnist_mirror.yaml --dataset mnist --method sarkar" in text
+    assert "attrrob train --settings results/mnist/sarkar/settings.json --dataset mnist --method sarkar" in text
     assert "--checkpoint-dir checkpoints/mnist/sarkar" in text
     assert "gpu=1" not in text
 

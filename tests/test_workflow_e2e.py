@@ -223,11 +223,12 @@ def test_after_kill_9_of_snakemake_unlock_then_the_profile_rerun_resumes(tmp_pat
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
-    checkpoint = work / "checkpoints/digits/madry/latest.pt"
+    checkpoints = work / "checkpoints/digits/madry"  # settings~<digest>/latest.pt: one settings, one folder
     deadline = time.monotonic() + 600
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not any(checkpoints.glob("settings~*/latest.pt")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert checkpoint.exists() and proc.poll() is None, "training did not reach its first checkpoint"
+    assert any(checkpoints.glob("settings~*/latest.pt")) and proc.poll() is None, \
+        "training did not reach its first checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its job, as a crash would
     proc.wait()
     assert not (work / target).exists()

@@ -190,29 +190,48 @@ def check_top_level_keys(doc: Mapping, path: str | Path) -> None:
                               f"(known: {', '.join(registry.WORKFLOW_KEYS)})")
 
 
-def read_user_config(path: str | Path | None) -> dict:
-    """The `hyperparameters` mapping of a user config file ({} when path is None or the key is absent)."""
+class WorkflowHyperparameters(dict):
+    """The `hyperparameters:` mapping of a workflow config as Snakemake merged it (config files and
+    `--config key=value`), passed where a config file's path is accepted."""
+
+    def __str__(self) -> str:
+        return "the workflow config (its config files and --config)"
+
+
+def _where(source: Any) -> str:
+    """How messages name a settings source: a config file by its path, or the workflow config."""
+    return str(source) if isinstance(source, WorkflowHyperparameters) else f"config file {source}"
+
+
+def read_user_config(path: str | Path | Mapping | None) -> dict:
+    """The `hyperparameters` mapping of a user config file ({} when path is None or the key is absent).
+
+    A `WorkflowHyperparameters` mapping is checked the same way as a file's `hyperparameters:`."""
     if path is None:
         return {}
-    doc = load_yaml_mapping(path)
-    _refuse_empty(doc, path)
-    check_top_level_keys(doc, path)
-    hyper = doc.get("hyperparameters") or {}
+    if isinstance(path, WorkflowHyperparameters):
+        hyper = path
+    else:
+        doc = load_yaml_mapping(path)
+        _refuse_empty(doc, path)
+        check_top_level_keys(doc, path)
+        hyper = doc.get("hyperparameters") or {}
+    where = _where(path)
     if not isinstance(hyper, Mapping):
-        raise ConfigError(f"config file {path}: 'hyperparameters' must be a mapping")
+        raise ConfigError(f"{where}: 'hyperparameters' must be a mapping")
     for dataset, body in hyper.items():
         if dataset not in _defaults():
-            raise ConfigError(f"config file {path}: hyperparameters.{dataset}: unknown dataset "
+            raise ConfigError(f"{where}: hyperparameters.{dataset}: unknown dataset "
                               f"(known: {', '.join(_defaults())})")
         if isinstance(body, Mapping) and "input" in body:
-            raise ConfigError(f"config file {path}: hyperparameters.{dataset}.input: the input shape is "
+            raise ConfigError(f"{where}: hyperparameters.{dataset}.input: the input shape is "
                               "fixed by the data set, not a setting; remove it")
         body = dict(body) if isinstance(body, Mapping) else body
         variants = body.pop(VARIANTS, None) if isinstance(body, Mapping) else None
         _check_against(body, _user_shape(_defaults()[dataset]), f"hyperparameters.{dataset}", path)
-        _check_file_values(body, f"config file {path}: hyperparameters.{dataset}")
+        _check_file_values(body, f"{where}: hyperparameters.{dataset}")
         if variants is not None:
-            _check_variants(variants, dataset, f"config file {path}: hyperparameters.{dataset}.{VARIANTS}")
+            _check_variants(variants, dataset, f"{where}: hyperparameters.{dataset}.{VARIANTS}")
     return dict(hyper)
 
 
@@ -294,14 +313,14 @@ def _check_against(value: Any, default: Any, where: str, path: Any) -> None:
     """Validate `value` against the shape and types of `default`."""
     if isinstance(default, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"config file {path}: {where} must be a mapping")
+            raise ConfigError(f"{_where(path)}: {where} must be a mapping")
         for key, sub in value.items():
             if key not in default:
-                raise ConfigError(f"config file {path}: {where}.{key}: unknown key "
+                raise ConfigError(f"{_where(path)}: {where}.{key}: unknown key "
                                   f"(known: {', '.join(map(str, default))})")
             _check_against(sub, default[key], f"{where}.{key}", path)
         return
-    _check_scalar(value, default, f"config file {path}: {where}")
+    _check_scalar(value, default, f"{_where(path)}: {where}")
 
 
 def _check_scalar(value: Any, default: Any, where: str) -> None:
@@ -391,7 +410,7 @@ def train_settings(dataset: str, method: str, config_path: str | Path | None = N
     settings = copy.deepcopy(train["common"])
     settings.update(copy.deepcopy(train.get(method, {})))
     user = read_user_config(config_path).get(dataset, {}).get("train", {})
-    _check_weight_keys(method, user.get(method, {}), f"config file {config_path}: hyperparameters.{dataset}.train.{method}")
+    _check_weight_keys(method, user.get(method, {}), f"{_where(config_path)}: hyperparameters.{dataset}.train.{method}")
     _check_weight_keys(method, overrides or {}, "--set")
     settings.update(copy.deepcopy(user.get("common", {})))
     settings.update(copy.deepcopy(user.get(method, {})))
@@ -482,7 +501,7 @@ def check_all_settings(config_path: str | Path | None, datasets: Iterable[str], 
                 train_settings(dataset, method, config_path)
     except ConfigError as exc:
         if config_path is not None and str(config_path) not in str(exc):
-            raise ConfigError(f"config file {config_path}: {exc}") from None
+            raise ConfigError(f"{_where(config_path)}: {exc}") from None
         raise
 
 
@@ -531,6 +550,21 @@ def parse_overrides(items: list[str] | None) -> dict:
             raise ConfigError(f"--set {short(item)}: value is not valid YAML") from None
         out[key.strip()] = _number_from_text(value)
     return out
+
+
+def typed_from_text(value: Any) -> Any:
+    """A mapping whose scalars may be text, as Snakemake's `--config key=value` gives nested values
+    ("0.002", "true"), with every text scalar read as YAML would read it in a config file."""
+    if isinstance(value, Mapping):
+        return {key: typed_from_text(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [typed_from_text(item) for item in value]
+    if isinstance(value, str):
+        try:
+            return _number_from_text(yaml.safe_load(value))
+        except yaml.YAMLError:
+            return value
+    return value
 
 
 def _number_from_text(value: Any) -> Any:

@@ -3,10 +3,12 @@
 One step = draw the next batch (epoch-wise reshuffling, as TensorFlow's `next_batch`), compute
 the objective (`attrrob.objectives.compute_loss`), check every term is finite, update. Every
 `checkpoint_every` steps, and at the end, the whole state (model, optimizer, step, data order,
-every RNG, log rows, timing) goes atomically to `<checkpoint_dir>/latest.pt`; a rerun with the
-same settings resumes from it. Settings that change only bookkeeping or memory chunking (`steps`,
-`log_every`, `checkpoint_every`, `ig_max_batch`) may differ on resume; any other difference is
-an error rather than a silent mix of two configurations.
+every RNG, log rows, timing) goes atomically to `<checkpoint_dir>/settings~<key>/latest.pt`, where
+the key is the digest of the settings that matter for the result: a rerun with the same settings
+resumes from it; a run with other settings starts afresh in its own folder (never a silent mix of
+two configurations, never an error). Settings that change only bookkeeping or memory chunking
+(`steps`, `log_every`, `checkpoint_every`, `ig_max_batch`) are left out of the key, so they may
+differ on resume.
 
 Randomness: the model is initialised from `seed`; the data order and the PGD random starts come
 from two CPU generators seeded from `seed` (samples are moved to the device), so a run does not
@@ -51,6 +53,12 @@ def default_checkpoint_dir(out_dir: str | Path) -> Path:
     """`<parent>/.checkpoints-<name>` beside the output directory: resumable state, not a result."""
     out_dir = Path(out_dir).resolve()
     return out_dir.parent / f".checkpoints-{out_dir.name}"
+
+
+def checkpoint_path(checkpoint_dir: str | Path, settings: Mapping[str, Any]) -> Path:
+    """`<checkpoint_dir>/settings~<digest>/latest.pt`: the resumable state of exactly these settings."""
+    kept = {key: value for key, value in settings.items() if key not in RESUMABLE_CHANGES}
+    return Path(checkpoint_dir) / f"settings~{settings_digest(kept)}" / CHECKPOINT_NAME
 
 
 def learning_rate(schedule: list, step: int) -> float:
@@ -337,7 +345,7 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
           progress: bool = True, force: bool = False) -> dict:
     """Train `settings["method"]` on (x_train, y_train); write model.pt, train_log.csv, train_metrics.json.
 
-    Resumes from `<checkpoint_dir>/latest.pt` when it exists. An `out_dir` holding a finished
+    Resumes from the checkpoint of these settings (`checkpoint_path`) when it exists. An `out_dir` holding a finished
     model of other settings is refused unless `force`. Returns the train_metrics dict.
     """
     from tqdm.auto import tqdm
@@ -356,7 +364,7 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
     device = torch.device(device)
     out_dir = Path(out_dir)
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
-    ckpt_path = ckpt_dir / CHECKPOINT_NAME
+    ckpt_path = checkpoint_path(ckpt_dir, settings)
     total_steps, batch_size = int(settings["steps"]), int(settings["batch_size"])
     check_finished_model(out_dir / "model.pt", settings, force)
 

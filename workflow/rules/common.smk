@@ -21,11 +21,12 @@ GPU_PER_JOB = 1 if RESOURCES["gpu"] else 0
 
 
 def _hyperparameters_file():
-    """The config file whose `hyperparameters:` the CLIs read (they read no other key).
+    """The config file whose `hyperparameters:` `attrrob prepare` reads.
 
     A file given with --configfile overrides config/config.yaml key by key, so the last such
-    file is the one in use. The CLIs read exactly one file, so every hyper-parameter must come
-    from it: a mix (from several files or from --config) is refused rather than half applied.
+    file is the one in use. Training and evaluation read their settings.json files, which hold
+    the merged config (files and --config alike); `prepare` still reads one file, so its
+    settings must come from it: a `prepare:` override elsewhere is refused rather than ignored.
     """
     files = [Path(f) for f in workflow.overwrite_configfiles] or [
         Path("config/config.yaml")
@@ -33,11 +34,14 @@ def _hyperparameters_file():
     path = files[-1]
     with open(path, encoding="utf-8") as handle:
         in_file = (yaml.safe_load(handle) or {}).get("hyperparameters") or {}
-    if in_file != config["hyperparameters"]:
-        raise WorkflowError(
-            f"config key 'hyperparameters' must come from one config file ({path}); "
-            "move the overrides given elsewhere (another --configfile or --config) into it"
-        )
+    for dataset, body in config["hyperparameters"].items():
+        given = (body or {}).get("prepare") if isinstance(body, dict) else None
+        if given != ((in_file.get(dataset) or {}).get("prepare")):
+            raise WorkflowError(
+                f"config key 'hyperparameters.{dataset}.prepare' must come from one config "
+                f"file ({path}); move the overrides given elsewhere (another --configfile or "
+                "--config) into it"
+            )
     absolute = path.absolute()
     # A relative path keeps shell commands and logs the same in every clone of the repo.
     if absolute.is_relative_to(Path.cwd()):
@@ -46,16 +50,88 @@ def _hyperparameters_file():
 
 
 HYPERPARAMETERS_FILE = _hyperparameters_file()
+if attrrob_config is None:
+    sys.exit(
+        "attrrob: error: the workflow resolves every run's settings with the attrrob package; "
+        "install it where Snakemake runs (pip install -e .)"
+    )
+# --config gives nested values as text; they mean what the same YAML means in a config file.
+HYPERPARAMETERS = attrrob_config.typed_from_text(config["hyperparameters"])
 # Every setting the jobs will read, checked now: a bad value stops `snakemake -n` before any job.
-if attrrob_config is not None:
-    try:
-        attrrob_config.check_all_settings(
-            HYPERPARAMETERS_FILE, DATASETS, METHODS, ATTACKS
-        )
-    except ConfigError as exc:
-        sys.exit("attrrob: error: " + " ".join(str(exc).split()))
+try:
+    # The config file first, so that its mistakes are named with the file; then the merged config.
+    attrrob_config.check_all_settings(HYPERPARAMETERS_FILE, DATASETS, METHODS, ATTACKS)
+    attrrob_config.check_all_settings(
+        attrrob_config.WorkflowHyperparameters(HYPERPARAMETERS),
+        DATASETS,
+        METHODS,
+        ATTACKS,
+    )
+except ConfigError as exc:
+    sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 # Shown in the reports' titles: which configuration produced them.
 CONFIG_NAME = Path(HYPERPARAMETERS_FILE).stem
+
+
+def run_dir(dataset, method):
+    return f"results/{dataset}/{method}"
+
+
+def evaluation_jobs(dataset, method):
+    """(results folder, benchmark file, output names) of each evaluation of one run."""
+    run, bench = run_dir(dataset, method), f"results/benchmarks/{{}}/{dataset}/{method}"
+    jobs = {"accuracy": (f"{run}/accuracy", f"{bench.format('evaluate_accuracy')}.tsv")}
+    for attack in ATTACKS:
+        jobs[attack] = (
+            f"{run}/attack_{attack}",
+            f"{bench.format('evaluate_attack')}/{attack}.tsv",
+        )
+    return jobs
+
+
+def sync_settings_files():
+    """Each job's settings.json, resolved now and kept in step with its outputs (attrrob.run_settings):
+    a file is newer than the job's outputs exactly when they were made with other settings, so
+    Snakemake reruns exactly those jobs, in this invocation. An evaluation's settings name its
+    model (by the digest of its training settings), so a retrained model reruns them too; an
+    evaluation that records the current model is never older than that model file. Snakemake
+    counts a job's benchmark file among its outputs, so it is listed with them."""
+    from attrrob import run_settings
+
+    steps, num_examples = config["train_steps"], config["evaluation"]["num_examples"]
+    for dataset in DATASETS:
+        evaluations = {
+            "accuracy": run_settings.accuracy(dataset, HYPERPARAMETERS, num_examples)
+        }
+        for attack in ATTACKS:
+            evaluations[attack] = run_settings.attack(
+                dataset, attack, HYPERPARAMETERS, num_examples
+            )
+        for method in METHODS:
+            run = run_dir(dataset, method)
+            train = run_settings.train(dataset, method, HYPERPARAMETERS, steps=steps)
+            outputs = [f"{run}/{name}" for name in TRAIN_OUTPUTS]
+            outputs.append(f"results/benchmarks/train/{dataset}/{method}.tsv")
+            recorded = run_settings.made_with(f"{run}/train_metrics.json")
+            run_settings.sync(f"{run}/settings.json", train, outputs, recorded)
+            model = f"{run}/model.pt" if run_settings.matches(train, recorded) else None
+            for name, (folder, bench) in evaluation_jobs(dataset, method).items():
+                names = ACCURACY_OUTPUTS if name == "accuracy" else ATTACK_OUTPUTS
+                outputs = [f"{folder}/{leaf}" for leaf in names] + [bench]
+                settings = run_settings.of_model(evaluations[name], train)
+                recorded = run_settings.made_with(f"{folder}/summary.json")
+                run_settings.sync(
+                    f"{folder}/settings.json", settings, outputs, recorded, model
+                )
+
+
+TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "train_metrics.json")
+ACCURACY_OUTPUTS = ("summary.json", "per_example.csv")
+ATTACK_OUTPUTS = ("summary.json", "per_example.csv", "examples.npz", "trace.npz")
+try:
+    sync_settings_files()
+except ConfigError as exc:
+    sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 
 
 def mirror_option(wildcards):
@@ -66,44 +142,15 @@ def mirror_option(wildcards):
     return f"--mirror {shlex.quote(mirror)}" if mirror else ""
 
 
-def _overrides(wildcards):
-    return config["hyperparameters"].get(wildcards.dataset, {})
+def folder_of(name):
+    """A rule's output folder, as a params function (the folder of its output `name`)."""
+    return lambda wildcards, output: str(Path(output[name]).parent)
 
 
-# The settings functions below are parameters of rules that the commands ignore; they make
-# Snakemake's params rerun trigger rerun exactly the jobs whose own settings changed (a new
-# attack setting reruns attacks, not training).
 def prepare_settings(wildcards):
-    return json.dumps(_overrides(wildcards).get("prepare", {}), sort_keys=True)
-
-
-def train_settings(wildcards):
-    train = _overrides(wildcards).get("train", {})
-    own = {key: train.get(key, {}) for key in ("common", wildcards.method)}
-    return json.dumps(own, sort_keys=True)
-
-
-def accuracy_settings(wildcards):
-    return json.dumps(_overrides(wildcards).get("accuracy", {}), sort_keys=True)
-
-
-def attack_settings(wildcards):
-    # A variant's own settings (and its base attack, under "attack") on top of the config's.
-    overrides = _overrides(wildcards)
-    own = dict(overrides.get("attack", {}))
-    own.update(overrides.get("attack_variants", {}).get(wildcards.attack, {}))
-    return json.dumps(own, sort_keys=True)
-
-
-def steps_option(wildcards):
-    steps = config["train_steps"]
-    return f"--steps {steps}" if steps is not None else ""
-
-
-def evaluation_options(wildcards):
-    """Options shared by both evaluation commands."""
-    num_examples = config["evaluation"]["num_examples"]
-    return f"--num-examples {num_examples}" if num_examples is not None else ""
+    # A parameter the command ignores: Snakemake's params trigger reruns `prepare` when it changes.
+    body = config["hyperparameters"].get(wildcards.dataset) or {}
+    return json.dumps(body.get("prepare", {}), sort_keys=True)
 
 
 def prepared(dataset):
@@ -118,7 +165,10 @@ def prepared_data(wildcards):
 
 
 def trained_model(wildcards):
-    return ancient(f"results/{wildcards.dataset}/{wildcards.method}/model.pt")
+    # Not ancient(): Snakemake does not rerun a job whose only link to a rerun job is ancient
+    # (so a retrained model would keep its old evaluations until the next invocation). A model
+    # that merely looks newer (a DVC checkout) is handled in sync_settings_files instead.
+    return f"results/{wildcards.dataset}/{wildcards.method}/model.pt"
 
 
 def raw_data(wildcards):

@@ -1,10 +1,13 @@
-# Evaluation of every trained model: natural/adversarial accuracy and attribution attacks.
+# Evaluation of every trained model: natural/adversarial accuracy and attribution attacks. Each
+# job reads its settings.json (written by common.smk when the config is read; newer than the
+# job's outputs exactly when they were made with other settings).
 
 
 rule evaluate_accuracy:
     input:
         model=trained_model,
         data=prepared_data,
+        settings="results/{dataset}/{method}/accuracy/settings.json",
     output:
         summary="results/{dataset}/{method}/accuracy/summary.json",
         per_example="results/{dataset}/{method}/accuracy/per_example.csv",
@@ -21,15 +24,12 @@ rule evaluate_accuracy:
         runtime=RESOURCES["evaluate"]["runtime"],
         slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
-        config=HYPERPARAMETERS_FILE,
         device=config["device"],
-        out="results/{dataset}/{method}/accuracy",
-        examples=evaluation_options,
-        settings=accuracy_settings,
+        out=folder_of("summary"),
     shell:
         "attrrob evaluate-accuracy --model {input.model} --data {input.data}"
-        " --dataset {wildcards.dataset} --out {params.out} --config {params.config}"
-        " {params.examples} --device {params.device} --threads {threads} --no-progress"
+        " --dataset {wildcards.dataset} --out {params.out} --settings {input.settings}"
+        " --device {params.device} --threads {threads} --no-progress"
         " > {log} 2>&1"
 
 
@@ -37,6 +37,7 @@ rule evaluate_attack:
     input:
         model=trained_model,
         data=prepared_data,
+        settings="results/{dataset}/{method}/attack_{attack}/settings.json",
     output:
         summary="results/{dataset}/{method}/attack_{attack}/summary.json",
         per_example="results/{dataset}/{method}/attack_{attack}/per_example.csv",
@@ -55,16 +56,13 @@ rule evaluate_attack:
         runtime=RESOURCES["evaluate"]["runtime"],
         slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
-        config=HYPERPARAMETERS_FILE,
         device=config["device"],
-        out="results/{dataset}/{method}/attack_{attack}",
-        examples=evaluation_options,
+        out=folder_of("summary"),
         save_examples=config["evaluation"]["save_examples"],
-        settings=attack_settings,
     shell:
         "attrrob evaluate --model {input.model} --data {input.data}"
         " --dataset {wildcards.dataset} --attack {wildcards.attack} --out {params.out}"
-        " --config {params.config} {params.examples}"
+        " --settings {input.settings}"
         " --save-examples {params.save_examples} --device {params.device}"
         " --threads {threads} --no-progress"
         " > {log} 2>&1"

@@ -1,11 +1,14 @@
-# Training. Resumable state lives in checkpoints/{dataset}/{method}/, deliberately not a declared
-# output: Snakemake deletes the outputs of a failed or interrupted job, and the checkpoints must
-# survive so that `snakemake --rerun-incomplete` resumes the run instead of restarting it.
+# Training. Resumable state lives in checkpoints/{dataset}/{method}/settings~<digest>/, deliberately
+# not a declared output: Snakemake deletes the outputs of a failed or interrupted job, and the
+# checkpoints must survive so that `snakemake --rerun-incomplete` resumes the run instead of
+# restarting it. The run's settings.json (written by common.smk when the config is read) is newer
+# than the model exactly when the model was trained with other settings: then it retrains.
 
 
 rule train:
     input:
-        prepared_data,
+        data=prepared_data,
+        settings="results/{dataset}/{method}/settings.json",
     output:
         model="results/{dataset}/{method}/model.pt",
         log_csv="results/{dataset}/{method}/train_log.csv",
@@ -23,15 +26,12 @@ rule train:
         runtime=RESOURCES["train"]["runtime"],
         slurm_partition=slurm_partition(GPU_PER_JOB),
     params:
-        config=HYPERPARAMETERS_FILE,
         device=config["device"],
-        out="results/{dataset}/{method}",
+        out=folder_of("model"),
         checkpoints="checkpoints/{dataset}/{method}",
-        steps=steps_option,
-        settings=train_settings,
     shell:
-        "attrrob train --config {params.config} --dataset {wildcards.dataset}"
-        " --method {wildcards.method} --data {input} --out {params.out}"
+        "attrrob train --settings {input.settings} --dataset {wildcards.dataset}"
+        " --method {wildcards.method} --data {input.data} --out {params.out}"
         " --checkpoint-dir {params.checkpoints} --device {params.device} --threads {threads}"
-        " {params.steps} --no-progress"
+        " --no-progress"
         " > {log} 2>&1"

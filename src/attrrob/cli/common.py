@@ -15,10 +15,31 @@ if TYPE_CHECKING:
 
 
 def add_settings_options(parser: argparse.ArgumentParser, kind: str, example: str) -> None:
-    """--config FILE and repeatable --set KEY=VALUE (see `attrrob.config`)."""
+    """--config FILE and repeatable --set KEY=VALUE (see `attrrob.config`), or --settings FILE."""
     parser.add_argument("--config", type=Path, default=None, help="YAML file with a 'hyperparameters:' mapping")
     parser.add_argument("--set", dest="overrides", action="append", metavar="KEY=VALUE", default=[],
                         help=f"override one {kind} setting (repeatable), e.g. --set {example}")
+    parser.add_argument("--settings", type=Path, default=None, metavar="FILE",
+                        help=f"the run's resolved {kind} settings (settings.json, as the workflow writes them; "
+                             "replaces --config and --set)")
+
+
+def settings_file(args: argparse.Namespace, kind: str, **named) -> dict | None:
+    """The --settings file's settings (None without it), after checking that the options agree with it.
+
+    `named` are the command's own options (dataset, method, ...): each one given must match the file."""
+    if args.settings is None:
+        return None
+    from .. import run_settings
+
+    if args.config is not None or args.overrides:
+        raise AttrrobError("--settings holds every setting; drop --config and --set")
+    saved = run_settings.load(args.settings, kind)
+    for key, value in named.items():
+        if value is not None and saved.get(key) != value:
+            raise AttrrobError(f"--{key} {value} disagrees with --settings {args.settings} "
+                               f"({key}: {saved.get(key)}); pass the settings file of that run")
+    return saved
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:

@@ -7,8 +7,9 @@ from pathlib import Path
 
 from .. import config
 from ..errors import AttrrobError, one_line_errors
+from ..run_settings import MODEL
 from .common import (add_run_options, add_settings_options, check_options, ci_text, held_device, load_split,
-                     locked_dirs, num_examples_option, overrides_from, resolve_num_examples, start_run,
+                     locked_dirs, num_examples_option, overrides_from, resolve_num_examples, settings_file, start_run,
                      torch_threads)
 
 DESCRIPTION = """Attack the saliency maps (IG of the true-class logit) of a trained model on the test set and
@@ -48,9 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    attack, _ = config.resolve_attack(args.dataset, args.attack, args.config)
-    settings = config.attack_settings(args.dataset, args.config, overrides_from(args, num_examples=args.num_examples),
-                                      variant=args.attack)
+    settings = settings_file(args, "attack", dataset=args.dataset)
+    bound = None
+    if settings is None:
+        attack, _ = config.resolve_attack(args.dataset, args.attack, args.config)
+        settings = config.attack_settings(args.dataset, args.config,
+                                          overrides_from(args, num_examples=args.num_examples), variant=args.attack)
+    else:  # the file names the attack a variant runs; --attack names the results (variant or attack)
+        attack = settings.pop("attack")
+        del settings["dataset"]
+        bound = settings.pop(MODEL, None)  # the digest of the evaluated model's settings, checked below
+        if args.attack in config.ATTACKS and args.attack != attack:
+            raise AttrrobError(f"--attack {args.attack} disagrees with --settings {args.settings} (attack: {attack})")
+        if args.num_examples is not None:
+            raise AttrrobError("--settings holds num_examples; drop --num-examples")
     if args.batch_images is not None and args.batch_images < 1:
         raise AttrrobError(f"--batch-images must be ≥ 1, got {args.batch_images}")
     if args.memory_budget_gb is not None and args.memory_budget_gb <= 0:
@@ -70,6 +82,10 @@ def main(argv: list[str] | None = None) -> dict:
     target = None if args.target is None else load_target_mask(args.target, spec["height"], spec["width"])
     with locked_dirs(("--out", args.out)), held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
+        model_digest = config.settings_digest(meta["config"])
+        if bound is not None and bound != model_digest:
+            raise AttrrobError(f"--settings {args.settings} is for the model of settings {bound}; {args.model} "
+                               f"was trained with settings {model_digest}: pass that run's model and settings")
         x, y = load_split(args.data, "test", args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)
         log.info("evaluate %s attack on %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
@@ -82,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
             memory_budget_bytes=None if args.memory_budget_gb is None else int(args.memory_budget_gb * (1 << 30)),
             save_examples=args.save_examples, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
+        outcome.summary["settings"][MODEL] = model_digest  # which model these numbers are of
         outcome.summary["attack_name"] = args.attack  # the variant's name, or the attack's
         write_attack_outputs(args.out, outcome)
         summary = outcome.summary

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from .. import config
-from ..errors import one_line_errors
+from ..errors import AttrrobError, one_line_errors
+from ..run_settings import MODEL
 from .common import (add_run_options, add_settings_options, check_options, ci_text as _ci, held_device, locked_dirs,
-                     load_split, num_examples_option, overrides_from, resolve_num_examples, start_run, torch_threads)
+                     load_split, num_examples_option, overrides_from, resolve_num_examples, settings_file, start_run,
+                     torch_threads)
 
 DESCRIPTION = """Natural accuracy and adversarial accuracy under L-inf PGD (random start, the data set's eps /
 steps / step size) on the cross-entropy, or with --pgd-loss ce_ig_approx on CE + w||IG_approx||_1, on the
@@ -40,9 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings = config.accuracy_settings(args.dataset, args.config,
-                                        overrides_from(args, num_examples=args.num_examples,
-                                                       autoattack=args.autoattack, pgd_loss=args.pgd_loss))
+    settings = settings_file(args, "accuracy", dataset=args.dataset)
+    bound = None
+    if settings is None:
+        settings = config.accuracy_settings(args.dataset, args.config,
+                                            overrides_from(args, num_examples=args.num_examples,
+                                                           autoattack=args.autoattack, pgd_loss=args.pgd_loss))
+    else:
+        del settings["dataset"]
+        bound = settings.pop(MODEL, None)  # the digest of the evaluated model's settings, checked below
+        if args.num_examples is not None or args.autoattack is not None or args.pgd_loss is not None:
+            raise AttrrobError("--settings holds num_examples, autoattack and pgd_loss; "
+                               "drop --num-examples/--autoattack/--pgd-loss")
     check_options(seed=args.seed)
     log = start_run(args, "evaluate_accuracy")
 
@@ -51,6 +62,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     with locked_dirs(("--out", args.out)), held_device(args.device) as device:
         model, meta = load_model(args.model, dataset=args.dataset, device=device)
+        model_digest = config.settings_digest(meta["config"])
+        if bound is not None and bound != model_digest:
+            raise AttrrobError(f"--settings {args.settings} is for the model of settings {bound}; {args.model} "
+                               f"was trained with settings {model_digest}: pass that run's model and settings")
         x, y = load_split(args.data, "test", args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)
         log.info("evaluate-accuracy %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
@@ -59,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         outcome = evaluate_accuracy(model, x, y, settings, dataset=args.dataset, method=meta["method"],
                                     seed=args.seed, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
+        outcome.summary["settings"][MODEL] = model_digest  # which model these numbers are of
         write_accuracy_outputs(args.out, outcome)
         summary = outcome.summary
         log.info("done: natural accuracy %s, adversarial accuracy %s (eps %g, %s), %.1f images/s; wrote %s",

@@ -8,7 +8,7 @@ from pathlib import Path
 from .. import config
 from ..errors import AttrrobError, one_line_errors
 from .common import (add_run_options, add_settings_options, held_device, load_split, locked_dirs, overrides_from,
-                     start_run)
+                     settings_file, start_run)
 
 DESCRIPTION = """Train a model with one of the seven objectives. Writes OUT/model.pt, OUT/train_log.csv and
 OUT/train_metrics.json (atomically). Checkpoints go to --checkpoint-dir (default: a hidden
@@ -17,8 +17,8 @@ directory beside OUT, .checkpoints-<OUT name>); a rerun resumes from the latest 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attrrob train", description=DESCRIPTION)
-    p.add_argument("--dataset", required=True, choices=config.datasets())
-    p.add_argument("--method", required=True, choices=config.METHODS)
+    p.add_argument("--dataset", choices=config.datasets(), help="required unless --settings names it")
+    p.add_argument("--method", choices=config.METHODS, help="required unless --settings names it")
     p.add_argument("--data", type=Path, required=True, help="prepared data file, data/prepared/<dataset>.npz")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="resumable state (kept apart from --out)")
@@ -34,7 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
 @one_line_errors
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    settings = config.train_settings(args.dataset, args.method, args.config, overrides_from(args, steps=args.steps))
+    settings = settings_file(args, "train", dataset=args.dataset, method=args.method)
+    if settings is None:
+        if args.dataset is None or args.method is None:
+            raise AttrrobError("--dataset and --method are required (or --settings FILE, which names them)")
+        settings = config.train_settings(args.dataset, args.method, args.config,
+                                         overrides_from(args, steps=args.steps))
+    elif args.steps is not None:
+        settings["steps"] = args.steps  # bookkeeping only: a run may be extended (training.RESUMABLE_CHANGES)
+    args.dataset, args.method = settings["dataset"], settings["method"]
     log = start_run(args, "train")
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise AttrrobError(f"--checkpoint-dir {args.checkpoint_dir} is an existing file; it names a directory")
