@@ -4,7 +4,9 @@ The rule never looks at attribution metrics (so the comparison between methods s
 train natural and madry with the config's settings, extending the same run along a grid of step
 counts (`attrrob train --steps N` into the same output and checkpoint directory resumes
 bit-identically, so each grid point costs only the extra steps), evaluate NA and PGD AA after
-each grid point with the config's accuracy settings on the first `--eval-examples` test images,
+each grid point with the config's accuracy settings on the first `--eval-examples` images of the
+prepared file's validation split (never the test split: a choice made on test data would flatter
+the test numbers; `prepare` keeps that split, see its `validation_*` settings),
 and stop at the first grid point where the rule holds:
 - `--rule threshold` (MNIST): Madry's AA >= `--min-aa` and natural's NA >= `--min-na`;
 - `--rule separated` (digits): Madry's AA above natural's AA with non-overlapping 95% CIs.
@@ -90,6 +92,7 @@ def search(args: argparse.Namespace) -> None:
     for steps in args.grid:
         point = {"steps": steps, "dataset": args.dataset, "config": str(args.config), "rule": args.rule,
                  "min_aa": args.min_aa, "min_na": args.min_na, "eval_examples": args.eval_examples,
+                 "eval_split": "validation",
                  "machine": _machine(), "methods": {}}
         for method in RULE_METHODS:
             out, ckpt = work / method, work / "checkpoints" / method
@@ -99,7 +102,7 @@ def search(args: argparse.Namespace) -> None:
                               work / "logs" / f"{method}.log")
             acc_dir = out / f"accuracy_{steps}"
             eval_wall = _run(_attrrob("evaluate-accuracy", "--model", str(out / "model.pt"), "--data", str(args.data),
-                                      "--out", str(acc_dir), "--num-examples", str(args.eval_examples),
+                                      "--out", str(acc_dir), "--num-examples", str(args.eval_examples), "--split", "validation",
                                       *args.accuracy_args, *common),
                              work / "logs" / f"{method}.log")
             trained = json.loads((out / "train_metrics.json").read_text(encoding="utf-8"))
@@ -284,7 +287,7 @@ def _render_grid(points: list[dict], chosen: dict) -> list[str]:
     else:
         rule = "Madry's AA above natural's AA with non-overlapping 95% intervals"
     lines = [f"## {first['dataset']} (`{first['config']}`)", "",
-             f"- Rule: {rule}; {first['eval_examples']} test images.",
+             f"- Rule: {rule}; {first['eval_examples']} {first.get('eval_split', 'test')} images.",
              f"- Training: batch {madry_settings['batch_size']}, {madry_settings['optimizer']} "
              f"LR schedule {madry_settings['lr_schedule']}, Madry's inner PGD ε {madry_settings['eps']}, "
              f"{madry_settings['pgd_steps']} steps of {madry_settings['pgd_step_size']}.",

@@ -52,10 +52,11 @@ def mnist_prepared(tmp_path_factory):
 @needs_mnist
 def test_mnist_prepare_counts_and_manifest(mnist_prepared):
     root, manifest = mnist_prepared
-    assert manifest["counts"] == {"train": 55000, "test": 10000}
+    assert manifest["counts"] == {"train": 55000, "validation": 5000, "test": 10000}  # RAR's split
     assert manifest["class_counts"]["test"] == MNIST_TEST_COUNTS
     assert sum(manifest["class_counts"]["train"]) == 55000
-    assert all(held >= 0 for held in np.subtract(MNIST_TRAIN_COUNTS, manifest["class_counts"]["train"]))
+    assert np.add(manifest["class_counts"]["train"], manifest["class_counts"]["validation"]).tolist() == \
+        MNIST_TRAIN_COUNTS
     assert manifest["npz_sha256"] == hashlib.sha256((root / "prepared" / "mnist.npz").read_bytes()).hexdigest()
     assert all(record["verified_against_pin"] for record in manifest["sources"])
     assert load_manifest(root / "prepared" / "mnist.json") == manifest
@@ -119,6 +120,8 @@ def test_mnist_holdout_setting(mnist_prepared, tmp_path):
     root, _ = mnist_prepared
     manifest = prepare("mnist", root / "raw", tmp_path / "m.npz", settings={"validation_holdout": 0})
     assert manifest["class_counts"]["train"] == MNIST_TRAIN_COUNTS
+    with pytest.raises(DataError, match="keeps no validation split"):
+        load_prepared(tmp_path / "m.npz", "validation")
     with pytest.raises(ConfigError, match="mnist.prepare.validation_holdout"):
         prepare("mnist", root / "raw", tmp_path / "m.npz", settings={"validation_holdout": 60000})
 
@@ -146,14 +149,36 @@ def test_digits_end_to_end(tmp_path):
     assert all((tuple(img.ravel().double().tolist()), int(t)) in flat for img, t in zip(xt[:20], yt[:20]))
     prepare("digits", tmp_path / "raw", tmp_path / "again.npz")
     assert (tmp_path / "again.npz").read_bytes() == out.read_bytes()
+    with pytest.raises(DataError, match="keeps no validation split"):  # the quickstart's default
+        load_prepared(out, "validation")
+
+
+def test_digits_validation_split_is_carved_from_training_data(tmp_path):
+    download("digits", tmp_path / "raw")
+    plain = prepare("digits", tmp_path / "raw", tmp_path / "plain.npz")
+    settings = {"test_fraction": 0.2, "split_seed": 4557077, "validation_fraction": 0.1}
+    manifest = prepare("digits", tmp_path / "raw", tmp_path / "v.npz", settings=settings)
+    assert manifest["counts"] == {"train": 1293, "validation": 144, "test": 360}  # ceil(0.1 · 1437) = 144
+    assert manifest["class_counts"]["test"] == plain["class_counts"]["test"]  # the test split is untouched
+    assert np.add(manifest["class_counts"]["train"], manifest["class_counts"]["validation"]).tolist() == \
+        plain["class_counts"]["train"]
+    assert min(manifest["class_counts"]["validation"]) >= 14  # stratified: every class is there
+    rows = {}
+    for split in ("train", "validation", "test"):
+        x, _ = load_prepared(tmp_path / "v.npz", split, as_stored=True)
+        rows[split] = {bytes(image.numpy().tobytes()) for image in x}
+    x_plain, _ = load_prepared(tmp_path / "plain.npz", "train", as_stored=True)
+    assert rows["train"] | rows["validation"] == {bytes(image.numpy().tobytes()) for image in x_plain}
+    prepare("digits", tmp_path / "raw", tmp_path / "v2.npz", settings=settings)  # a fixed seed: same bytes
+    assert (tmp_path / "v2.npz").read_bytes() == (tmp_path / "v.npz").read_bytes()
 
 
 def test_load_prepared_errors(tmp_path):
     download("digits", tmp_path / "raw")
     out = tmp_path / "digits.npz"
     prepare("digits", tmp_path / "raw", out)
-    with pytest.raises(DataError, match="unknown split"):
-        load_prepared(out, "validation")
+    with pytest.raises(DataError, match="unknown split 'valid'"):
+        load_prepared(out, "valid")
     with pytest.raises(DataError, match=r"prepared file .*missing.npz does not exist; run `attrrob prepare"):
         load_prepared(tmp_path / "missing.npz", "train")
     lone = tmp_path / "lone.npz"
@@ -342,7 +367,10 @@ def test_fashion_mnist_synthetic_idx(tmp_path):
         prepare("fashion_mnist", raw, tmp_path / "f.npz")  # not the official files
     manifest = prepare("fashion_mnist", raw, tmp_path / "f.npz", settings={"validation_holdout": 4},
                        verify_sources=False)
-    assert manifest["counts"] == {"train": 26, "test": 7} and manifest["scale"] == 1 / 255
+    assert manifest["counts"] == {"train": 26, "validation": 4, "test": 7} and manifest["scale"] == 1 / 255
+    xv, yv = load_prepared(tmp_path / "f.npz", "validation", as_stored=True)  # the first 4, in file order
+    np.testing.assert_array_equal(xv[:, 0].numpy(), arrays["train-images-idx3-ubyte.gz"][:4])
+    np.testing.assert_array_equal(yv.numpy(), arrays["train-labels-idx1-ubyte.gz"][:4])
     x, y = load_prepared(tmp_path / "f.npz", "train", as_stored=True)
     np.testing.assert_array_equal(x[:, 0].numpy(), arrays["train-images-idx3-ubyte.gz"][4:])
     np.testing.assert_array_equal(y.numpy(), arrays["train-labels-idx1-ubyte.gz"][4:])

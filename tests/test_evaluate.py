@@ -384,3 +384,34 @@ def test_noise_control_is_one_projected_sign_step(workspace, tmp_path):
     assert summary["noise"]["n_label_changed"] == changed and changed > 0
     trace = np.load(out / "trace.npz")
     assert trace["iterations"].tolist() == [0, 1]
+
+
+def test_evaluate_accuracy_on_the_validation_split_and_from_a_settings_file(workspace, tmp_path, capsys):
+    """Budgets are chosen on validation images (`--split validation`); a settings file written for
+    one model is refused with another (its `model_settings` digest names the model)."""
+    from attrrob import config, run_settings
+    from attrrob.checkpoint import load_checkpoint
+    from attrrob.data import prepare
+
+    settings = {"test_fraction": 0.2, "split_seed": 4557077, "validation_fraction": 0.1}
+    prepare("digits", workspace / "raw", tmp_path / "v.npz", settings=settings)
+    out = tmp_path / "validation"
+    accuracy_cli.main(["--model", str(workspace / "model.pt"), "--data", str(tmp_path / "v.npz"), "--dataset",
+                       "digits", "--out", str(out), "--num-examples", "all", "--split", "validation",
+                       "--device", "cpu", "--no-progress", "--no-autoattack"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["split"] == "validation" and summary["natural_accuracy"]["n"] == 144
+
+    model_config = load_checkpoint(workspace / "model.pt")["config"]
+    evaluation = run_settings.accuracy("digits", {"digits": {"accuracy": {"num_examples": 20, "autoattack": False}}})
+    path = tmp_path / "settings.json"
+    run_settings.sync(path, {**evaluation, run_settings.MODEL: "0" * 12}, [], None)
+    argv = ["--model", str(workspace / "model.pt"), "--data", str(workspace / "digits.npz"), "--dataset", "digits",
+            "--out", str(tmp_path / "bound"), "--settings", str(path), "--device", "cpu", "--no-progress"]
+    with pytest.raises(SystemExit):
+        accuracy_cli.main(argv)
+    assert "is for the model of settings 000000000000" in capsys.readouterr().err
+    run_settings.sync(path, {**evaluation, run_settings.MODEL: config.settings_digest(model_config)}, [], None)
+    bound = accuracy_cli.main(argv)
+    assert bound["natural_accuracy"]["n"] == 20
+    assert bound["settings"][run_settings.MODEL] == config.settings_digest(model_config)

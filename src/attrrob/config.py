@@ -74,7 +74,8 @@ LIMITS: dict[str, dict[str, dict]] = {
         "window": {"minimum": 1, "maximum": _ITERATIONS, "not": {"multipleOf": 2}},  # LENS: an odd w × w square centred on a pixel
     },
     "prepare": {"validation_holdout": _COUNT_0, "augment_per_class": _COUNT_0, "seed": SEED,
-                "split_seed": SEED, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1}},
+                "split_seed": SEED, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "validation_fraction": {"minimum": 0, "exclusiveMaximum": 1}},
 }
 # Limits of the command-line options that are not settings (the workflow schema mirrors the ones
 # it passes on: evaluation.save_examples; train_steps and evaluation.num_examples are _MANY).

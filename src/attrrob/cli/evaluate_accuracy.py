@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pgd-loss", choices=("ce", "ce_ig_approx"), default=None,
                    help="what the AA's PGD maximises: ce (RAR's protocol) or ce_ig_approx, CE + pgd_ig_weight * "
                         "||IG_approx||_1 (the Sarkar authors' Flower evaluation; overrides the config's pgd_loss)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="which split to evaluate (validation: for choices such as training budgets, never test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
     add_run_options(p)
     return p
@@ -66,7 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
         if bound is not None and bound != model_digest:
             raise AttrrobError(f"--settings {args.settings} is for the model of settings {bound}; {args.model} "
                                f"was trained with settings {model_digest}: pass that run's model and settings")
-        x, y = load_split(args.data, "test", args.dataset, log)
+        x, y = load_split(args.data, args.split, args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)
         log.info("evaluate-accuracy %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
                  args.dataset, meta["method"], args.model, meta["step"], config.settings_digest(settings),
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
         outcome = evaluate_accuracy(model, x, y, settings, dataset=args.dataset, method=meta["method"],
                                     seed=args.seed, progress=not args.no_progress)
         outcome.summary["model"] = str(args.model)
+        outcome.summary["split"] = args.split
         outcome.summary["settings"][MODEL] = model_digest  # which model these numbers are of
         write_accuracy_outputs(args.out, outcome)
         summary = outcome.summary

@@ -24,7 +24,7 @@ from . import sources
 from .augment import augment_to_per_class, equalize_hist
 from .fetch import digits_content_sha256, file_hashes, verify
 from .idx import read_idx
-from .store import read_npz_arrays, write_prepared
+from .store import SPLITS, read_npz_arrays, write_prepared
 
 
 @dataclass(frozen=True)
@@ -127,8 +127,10 @@ def _prepare_idx_dataset(dataset: str, raw_dir: Path, settings: dict, verify_sou
         "x_train": x_train[holdout:, None], "y_train": y_train[holdout:].astype(np.int64),
         "x_test": x_test[:, None], "y_test": y_test.astype(np.int64),
     }
-    notes = [f"the first {holdout} of the {len(x_train)} training images are held out (as TensorFlow's "
-             f"read_data_sets did for validation) and not stored; {len(x_train) - holdout} remain for training"]
+    if holdout:  # TensorFlow's read_data_sets: the first `holdout` images, in file order (no seed needed)
+        arrays.update(x_validation=x_train[:holdout, None], y_validation=y_train[:holdout].astype(np.int64))
+    notes = [f"the first {holdout} of the {len(x_train)} training images are the validation split (as TensorFlow's "
+             f"read_data_sets, RAR's 55,000/5,000); {len(x_train) - holdout} remain for training"]
     return arrays, records, 1.0 / 255.0, notes, []
 
 
@@ -326,13 +328,24 @@ def _prepare_digits(dataset: str, raw_dir: Path, settings: dict, verify_sources:
     labels = labels.astype(np.int64)
     test_counts = stratified_test_counts(np.bincount(labels), fraction)
     train_idx, test_idx = split_per_class(labels, test_counts, split_seed)
-    arrays = {"x_train": images[train_idx, None], "y_train": labels[train_idx],
-              "x_test": images[test_idx, None], "y_test": labels[test_idx]}
+    arrays = {"x_test": images[test_idx, None], "y_test": labels[test_idx]}
+    validation = settings.get("validation_fraction", 0.0)
+    if isinstance(validation, bool) or not isinstance(validation, (int, float)) or not 0 <= validation < 1:
+        raise ConfigError(f"digits.prepare.validation_fraction: expected a number in [0, 1), got {validation!r}")
+    if validation:  # carved from the training part, stratified, with the same fixed split_seed
+        counts = stratified_test_counts(np.bincount(labels[train_idx]), validation)
+        keep, held = split_per_class(labels[train_idx], counts, split_seed)
+        train_idx, validation_idx = train_idx[keep], train_idx[held]
+        arrays.update(x_validation=images[validation_idx, None], y_validation=labels[validation_idx])
+    arrays.update(x_train=images[train_idx, None], y_train=labels[train_idx])
     hashes = file_hashes(path)
     records = [{"name": path.name, "sha256": hashes["sha256"], "md5": hashes["md5"], "size": hashes["size"],
                 "content_sha256": content, "verified_against_pin": verify_sources}]
     notes = [f"scikit-learn's 8x8 digits (values 0..16), stratified split with test_fraction {fraction} "
              f"per class (split_seed {split_seed})"]
+    if validation:
+        notes.append(f"validation split: validation_fraction {validation} of the training part, stratified "
+                     f"(split_seed {split_seed})")
     return arrays, records, 1.0 / 16.0, notes, ["not a data set of the paper: the offline quickstart"]
 
 
@@ -363,7 +376,8 @@ def prepare(dataset: str, raw_dir: str | Path, out_path: str | Path, *, settings
     arrays, records, scale, notes, differences = _PREPARERS[dataset](dataset, raw_dir, settings, verify_sources)
     info = dataset_input(dataset)
     shape = (info["channels"], info["height"], info["width"])
-    for split in ("train", "test"):
+    splits = [split for split in SPLITS if f"x_{split}" in arrays]
+    for split in splits:
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.dtype != np.uint8 or x.shape[1:] != shape or y.shape != (len(x),):
             raise DataError(f"{raw_dir}: prepared {split} arrays {x.shape} {x.dtype} do not match {dataset}'s "
@@ -375,9 +389,9 @@ def prepare(dataset: str, raw_dir: str | Path, out_path: str | Path, *, settings
         "scale": scale,
         "stored_dtype": "uint8",
         "native_range": [0.0, float(info["max_value"])],
-        "counts": {split: int(len(arrays[f"y_{split}"])) for split in ("train", "test")},
+        "counts": {split: int(len(arrays[f"y_{split}"])) for split in splits},
         "class_counts": {split: np.bincount(arrays[f"y_{split}"], minlength=info["classes"]).tolist()
-                         for split in ("train", "test")},
+                         for split in splits},
         "settings": settings,
         "notes": notes,
         "differences_from_paper": differences,

@@ -17,7 +17,9 @@ from .. import outputs
 from ..errors import DataError
 from ..records import sha256_file
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "validation", "test")
+# Every prepared file has these; `validation` only where the data set keeps one (see prepare).
+REQUIRED_SPLITS = ("train", "test")
 MANIFEST_FORMAT = 1
 
 
@@ -53,7 +55,9 @@ def write_prepared(out_path: str | Path, arrays: Mapping[str, np.ndarray], manif
     out_path = Path(out_path)
     if out_path.suffix != ".npz":
         raise DataError(f"output {out_path}: the prepared file must end in .npz")
-    ordered = {f"{kind}_{split}": arrays[f"{kind}_{split}"] for split in SPLITS for kind in ("x", "y")}
+    # A file without a validation split keeps the exact bytes it had before splits could be three.
+    ordered = {f"{kind}_{split}": arrays[f"{kind}_{split}"] for split in SPLITS for kind in ("x", "y")
+               if split in REQUIRED_SPLITS or f"x_{split}" in arrays}
     digest = write_npz(out_path, ordered)
     full = {
         **manifest,
@@ -159,6 +163,9 @@ def load_prepared(path: str | Path, split: str, *, verify: bool = True, as_store
         if digest != manifest["npz_sha256"]:
             raise DataError(f"prepared file {path} has sha256 {digest}, its manifest says "
                             f"{manifest['npz_sha256']}: the file is corrupt or stale; {hint}")
+    if split not in REQUIRED_SPLITS and f"x_{split}" not in manifest.get("arrays", {}):
+        raise DataError(f"prepared file {path} keeps no {split} split ({manifest.get('dataset')}: set its "
+                        f"prepare settings to keep one, e.g. validation_holdout / validation_fraction); {hint}")
     try:
         x, y = read_npz_arrays(path, (f"x_{split}", f"y_{split}"), what="prepared file")
     except DataError as exc:
