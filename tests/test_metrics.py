@@ -109,7 +109,9 @@ def test_mean_ci_equals_student_t_interval():
     assert out["n"] == 50
     assert out["mean"] == pytest.approx(values.mean())
     assert out["ci_low"] == pytest.approx(low) and out["ci_high"] == pytest.approx(high)
-    assert metrics.mean_ci([0.5]) == {"mean": 0.5, "ci_low": 0.5, "ci_high": 0.5, "n": 1}
+    one = metrics.mean_ci([0.5])  # one value: no interval (the report and evaluator agree)
+    assert one["mean"] == 0.5 and one["n"] == 1 and math.isnan(one["ci_low"]) and math.isnan(one["ci_high"])
+    assert metrics.mean_ci([0.2, 0.2, float("nan")]) == {"mean": 0.2, "ci_low": 0.2, "ci_high": 0.2, "n": 2}
     assert metrics.mean_ci([])["n"] == 0
 
 

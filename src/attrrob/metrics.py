@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .config import TIES_MODES
+from .intervals import mean_ci  # noqa: F401  (re-exported: metrics.mean_ci is the evaluators' name)
 
 
 def _as_batch(a: torch.Tensor, b: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -374,28 +375,6 @@ def topk_div_intersection(original: torch.Tensor, attacked: torch.Tensor, k: int
     both = _index_mask(topk_div(original, k, window), original.shape) * \
         _index_mask(topk_div(attacked, k, window), attacked.shape)
     return both.sum((1, 2)) / k
-
-
-def mean_ci(values: Iterable[float] | torch.Tensor | np.ndarray, confidence: float = 0.95) -> dict:
-    """Mean with a two-sided Student-t confidence interval: `{mean, ci_low, ci_high, n}`.
-
-    Non-finite values are left out (and so not counted in n). With n < 2 the interval is the
-    mean itself when n = 1 and NaN when n = 0.
-    """
-    from scipy import stats
-
-    if isinstance(values, torch.Tensor):
-        values = values.detach().cpu().double().numpy()
-    arr = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64).ravel()
-    arr = arr[np.isfinite(arr)]
-    n = int(arr.size)
-    if n == 0:
-        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    mean = float(arr.mean())
-    if n == 1:
-        return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": 1}
-    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * arr.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
 
 
 def proportion_ci(outcomes: Iterable[bool] | torch.Tensor | np.ndarray, confidence: float = 0.95) -> dict:

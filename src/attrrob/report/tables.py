@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..intervals import mean_ci
 from .load import (AUTOATTACK, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name, has_published,
                    load_accuracy, load_attack, load_per_example, load_train_metrics, method_name,
                    published_value)
@@ -25,26 +26,6 @@ REFERENCE_METHOD = "ig_sum_norm"  # the previous best that Sarkar et al. compare
 
 
 # --------------------------------------------------------------------------- intervals
-
-def mean_ci(values: Iterable[float]) -> dict:
-    """Mean and two-sided 95% Student-t interval of the finite values; CI NaN below two values.
-
-    The evaluators' summaries carry their own CIs; this serves what only a report can
-    aggregate (paired differences, per-iteration means of a trace).
-    """
-    from scipy import stats
-
-    data = np.asarray(list(values) if not isinstance(values, np.ndarray) else values, dtype=np.float64)
-    data = data[np.isfinite(data)]
-    n = int(data.size)
-    if n == 0:
-        return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    mean = float(data.mean())
-    if n < 2:
-        return {"mean": mean, "ci_low": math.nan, "ci_high": math.nan, "n": n}
-    half = float(stats.t.ppf(0.975, n - 1) * data.std(ddof=1) / math.sqrt(n))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
-
 
 def paired_difference(per_example_a: pd.DataFrame | None, per_example_b: pd.DataFrame | None,
                       metric: str) -> dict:
