@@ -194,8 +194,10 @@ def test_fresh_clone_pulls_instead_of_recomputing(quickstart):
     text = (clone / "report.html").read_text(encoding="utf-8")
     assert "summary.html" in text and "digits.html" in text
 
-    # A failing notebook (an unreadable result file) fails its rule and leaves no HTML.
-    (clone / "results/digits/natural/accuracy/summary.json").write_text("{not json")
+    # A failing notebook (a result file without a required field) fails its rule and leaves no HTML.
+    # (Readable JSON that still records its settings: an unreadable one would rerun its evaluation.)
+    broken = clone / "results/digits/natural/accuracy/summary.json"
+    broken.write_text(json.dumps({k: v for k, v in json.loads(broken.read_text()).items() if k != "natural_accuracy"}))
     failed = snakemake(clone, "--cores", "1", "reports/digits.html", "--forcerun", "report_dataset",
                        "--configfile", "config/quickstart.yaml", timeout=600)
     assert failed.returncode != 0
