@@ -157,12 +157,14 @@ def test_hostile_model_and_checkpoint_files_through_the_commands(ws, capsys):
             path = str(hostile / name)
             assert_one_clear_line(ws, capsys, verb, base_argv(verb, ws) + ["--model", path], path, fragment)
     # A checkpoint found in --checkpoint-dir that lacks an entry the resume needs.
-    state = torch.load(ws / "checkpoints/natural/latest.pt", weights_only=True)
+    saved = next((ws / "checkpoints/natural").glob("settings~*/latest.pt"))  # one folder per settings
+    state = torch.load(saved, weights_only=True)
     del state["rng"]["numpy"]
-    (hostile / "ck").mkdir(exist_ok=True)
-    torch.save(state, hostile / "ck/latest.pt")
+    hostile_ck = hostile / "ck" / saved.parent.name / "latest.pt"
+    hostile_ck.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, hostile_ck)
     assert_one_clear_line(ws, capsys, "train", base_argv("train", ws) + ["--checkpoint-dir", str(hostile / "ck")],
-                          str(hostile / "ck/latest.pt"), "entry 'rng' lacks numpy")
+                          str(hostile_ck), "entry 'rng' lacks numpy")
 
 
 # ------------------------------------------------------------------ 2. full and read-only disks
@@ -223,7 +225,7 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_results(ws, capsys, small_dis
     elif verb == "checkpoints":  # the results folder has room; the checkpoint folder has none
         argv = base_argv("train", ws, out=str(ws / "new/ck_full_out")) + QUICK["train"] + [
             "--checkpoint-dir", str(out)]
-        target = out / "latest.pt"
+        target = out / "settings~"  # <out>/settings~<digest>/latest.pt
         verb = "train"
     else:
         argv = base_argv(verb, ws, out=str(out)) + QUICK[verb]
@@ -597,11 +599,12 @@ def test_sigterm_to_a_training_process_writes_a_checkpoint_and_says_so(ws, tmp_p
     assert "Traceback" not in rest
     final = [line for line in rest.splitlines() if line.startswith("attrrob: ")]
     assert len(final) == 1 and "interrupted by SIGTERM after step" in final[0], rest
-    assert f"checkpoint {ck / 'latest.pt'} written; rerun the same command to resume" in final[0]
+    saved = next(ck.glob("settings~*/latest.pt"))  # one folder per settings
+    assert f"checkpoint {saved} written; rerun the same command to resume" in final[0]
     step = int(final[0].split("after step ")[1].split(":")[0])
-    assert checkpoint.load_checkpoint(ck / "latest.pt")["step"] == step >= 1 and not (out / "model.pt").exists()
+    assert checkpoint.load_checkpoint(saved)["step"] == step >= 1 and not (out / "model.pt").exists()
     done = subprocess.run([*argv, "--steps", str(step + 1)], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0 and f"resumed from checkpoint {ck / 'latest.pt'} at step {step}" in done.stderr
+    assert done.returncode == 0 and f"resumed from checkpoint {saved} at step {step}" in done.stderr
     assert torch.load(out / "model.pt", weights_only=True)["step"] == step + 1
 
 
@@ -626,7 +629,8 @@ def test_ctrl_c_during_training_finishes_the_step_and_writes_a_checkpoint(ws, tm
     err = capsys.readouterr().err
     assert info.value.code == 130 and "Traceback" not in err
     final = [line for line in err.splitlines() if line.startswith("attrrob: ")]
-    assert final == [f"attrrob: interrupted by SIGINT after step 3: checkpoint {ck / 'latest.pt'} written; "
+    saved = next(ck.glob("settings~*/latest.pt"))  # one folder per settings
+    assert final == [f"attrrob: interrupted by SIGINT after step 3: checkpoint {saved} written; "
                      "rerun the same command to resume"]
-    assert checkpoint.load_checkpoint(ck / "latest.pt")["step"] == 3
+    assert checkpoint.load_checkpoint(saved)["step"] == 3
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
