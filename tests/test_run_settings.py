@@ -19,6 +19,9 @@ def test_resolution_follows_defaults_config_and_seed():
     assert settings == expected
     attack = run_settings.attack("digits", "topk", HYPER, num_examples=10)
     assert attack["attack"] == "topk" and attack["iterations"] == 7 and attack["num_examples"] == 10
+    # The noise control runs (and records) one step of size ε whatever the search budget says.
+    noise = run_settings.attack("digits", "noise", HYPER)
+    assert noise["iterations"] == 1 and noise["step_size"] == noise["eps"] and noise["random_restarts"] == 1
     # Text scalars (as Snakemake's --config gives nested values) mean what YAML means.
     typed = config.typed_from_text({"digits": {"train": {"common": {"lr_schedule": [["0", "1e-3"]], "steps": "5"}}}})
     assert typed == {"digits": {"train": {"common": {"lr_schedule": [[0, 1e-3]], "steps": 5}}}}
@@ -77,3 +80,6 @@ def test_load_checks_the_file_by_resolving_it_again(tmp_path):
     attack = tmp_path / "attack.json"
     run_settings.sync(attack, run_settings.of_model(run_settings.attack("digits", "topk", HYPER), settings), [], None)
     assert run_settings.load(attack, "attack")["iterations"] == 7
+    noise = tmp_path / "noise.json"
+    run_settings.sync(noise, run_settings.attack("digits", "noise", HYPER), [], None)
+    assert run_settings.load(noise, "attack")["iterations"] == 1

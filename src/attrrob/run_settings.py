@@ -51,8 +51,12 @@ def attack(dataset: str, name: str, hyperparameters: Mapping | None, num_example
     source = _source(hyperparameters)
     base, _ = config.resolve_attack(dataset, name, source)
     overrides = {"num_examples": num_examples} if num_examples is not None else None
-    return {"dataset": dataset, "attack": base,
-            **config.attack_settings(dataset, source, overrides, variant=name)}
+    settings = config.attack_settings(dataset, source, overrides, variant=name)
+    if base == "noise":  # the settings it runs (and records): a search budget it ignores reruns nothing
+        from .attacks.noise import effective_settings
+
+        settings = effective_settings(settings)
+    return {"dataset": dataset, "attack": base, **settings}
 
 
 def of_model(evaluation: Mapping[str, Any], train_settings: Mapping[str, Any]) -> dict:
