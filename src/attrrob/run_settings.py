@@ -81,7 +81,8 @@ def load(path: str | Path, kind: str) -> dict:
     if not isinstance(saved, dict) or "dataset" not in saved or (kind == TRAIN and "method" not in saved):
         raise ConfigError(f"settings file {path}: not a {kind} settings file (no 'dataset'"
                           f"{' or method' if kind == TRAIN else ''})")
-    rest = {key: value for key, value in saved.items() if key not in ("dataset", "method", "attack", MODEL)}
+    # `runs` is derived from the attack and its settings (config.runs_of), never an input.
+    rest = {key: value for key, value in saved.items() if key not in ("dataset", "method", "attack", "runs", MODEL)}
     try:
         if kind == TRAIN:
             # Only what differs from the defaults: each method's settings hold both weights (λ and β),
@@ -92,10 +93,12 @@ def load(path: str | Path, kind: str) -> dict:
         elif kind == ACCURACY:
             again = {"dataset": saved["dataset"], **config.accuracy_settings(saved["dataset"], None, rest)}
         else:
-            again = {"dataset": saved["dataset"], "attack": saved.get("attack"),
-                     **config.attack_settings(saved["dataset"], None, rest)}
             if saved.get("attack") not in config.ATTACKS:
                 raise ConfigError(f"attack: expected one of {', '.join(config.ATTACKS)}, got {saved.get('attack')!r}")
+            again = {"dataset": saved["dataset"], "attack": saved["attack"],
+                     **config.attack_settings(saved["dataset"], None, rest)}
+            if "runs" in saved:
+                again["runs"] = config.runs_of(saved["attack"], again)
     except ConfigError as exc:
         raise ConfigError(f"settings file {path}: {exc}") from None
     if MODEL in saved and kind != TRAIN:
