@@ -36,3 +36,15 @@ def golden_path(name: str) -> Path:
 def SHARED() -> Path:
     """The shared folder; skips the test when it is absent."""
     return shared_path()
+
+
+@pytest.fixture(scope="module")
+def workflow_copy(tmp_path_factory):
+    """A copy of the workflow for dry runs of bad configs (one per test module)."""
+    import shutil
+
+    if shutil.which("snakemake") is None:
+        pytest.skip("snakemake is not installed")
+    from test_workflow import copy_workflow
+
+    return copy_workflow(tmp_path_factory.mktemp("wf"))

@@ -11,7 +11,6 @@ A few cases run as real processes and through `snakemake -n` (which must fail be
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -322,15 +321,6 @@ SNAKEMAKE_CASES = {
     "weight of another method": ("datasets: [digits]\nhyperparameters:\n  digits: {train: {ig_sum_norm: {lam: 2}}}\n",
                                  "ig_sum_norm has no λ"),
 }
-
-
-@pytest.fixture(scope="module")
-def workflow_copy(tmp_path_factory):
-    if shutil.which("snakemake") is None:
-        pytest.skip("snakemake is not installed")
-    from test_workflow import copy_workflow
-
-    return copy_workflow(tmp_path_factory.mktemp("wf"))
 
 
 @pytest.mark.parametrize("case", SNAKEMAKE_CASES, ids=list(SNAKEMAKE_CASES))

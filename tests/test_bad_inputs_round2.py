@@ -407,17 +407,6 @@ WORKFLOW_YAML = {
 }
 
 
-@pytest.fixture(scope="module")
-def workflow_copy(tmp_path_factory):
-    import shutil
-
-    if shutil.which("snakemake") is None:
-        pytest.skip("snakemake is not installed")
-    from test_workflow import copy_workflow
-
-    return copy_workflow(tmp_path_factory.mktemp("wf"))
-
-
 @pytest.mark.parametrize("case", WORKFLOW_YAML, ids=list(WORKFLOW_YAML))
 def test_hostile_yaml_in_a_workflow_config_file(workflow_copy, tmp_path, case):
     from test_workflow import snakemake
