@@ -83,3 +83,40 @@ def test_load_checks_the_file_by_resolving_it_again(tmp_path):
     noise = tmp_path / "noise.json"
     run_settings.sync(noise, run_settings.attack("digits", "noise", HYPER), [], None)
     assert run_settings.load(noise, "attack")["iterations"] == 1
+
+
+def test_workflow_seeds_derive_training_seeds_that_keep_seed_0_and_differ_otherwise(tmp_path):
+    base = run_settings.train("digits", "sarkar", HYPER)
+    # Seed 0 is the configured train.seed itself: one-seed configs keep today's models and checkpoints.
+    first = run_settings.train("digits", "sarkar", HYPER, replicate=0)
+    assert first == base and config.settings_digest(first) == config.settings_digest(base)
+    import numpy as np
+
+    derived = {s: run_settings.training_seed(base["seed"], s) for s in (1, 2, 3, 2**32 - 1)}
+    # Independent oracle: numpy's SeedSequence of (train.seed, s), first 32-bit word.
+    for s, value in derived.items():
+        assert value == int(np.random.SeedSequence([base["seed"], s]).generate_state(1)[0])
+        assert 0 <= value < 2**32
+    # Training uses seed and seed + 1 (data order, PGD noise): no run shares either with another.
+    used = [base["seed"], base["seed"] + 1] + [v + d for v in derived.values() for d in (0, 1)]
+    assert len(set(used)) == len(used)
+    other = run_settings.train("digits", "sarkar", HYPER, replicate=1)
+    assert {k for k in base if base[k] != other[k]} == {"seed"}
+    path = tmp_path / "settings.json"
+    run_settings.sync(path, other, [], None)
+    assert run_settings.load(path, run_settings.TRAIN) == other  # resolves to itself
+    with pytest.raises(ConfigError, match="seeds: must be ≤ 4294967295"):
+        run_settings.training_seed(1, 2**32)
+
+
+@pytest.mark.parametrize("seeds, message", [([0, 0], "seeds: .*non-unique"), ([], "seeds: .*"),
+                                            ([-1], r"seeds\.0: .*minimum"), (["1"], r"seeds\.0: .*integer")])
+def test_the_schema_refuses_bad_seed_lists_naming_the_key(seeds, message):
+    from pathlib import Path
+
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    assert config.schema_problem({"seeds": [0, 7]}, schema) is None
+    assert config.schema_problem({"seeds": seeds}, schema) is not None
+    import re
+
+    assert re.match(message, config.schema_problem({"seeds": seeds}, schema))

@@ -34,11 +34,30 @@ def text(settings: Mapping[str, Any]) -> str:
     return json.dumps(dict(settings), sort_keys=True, indent=1) + "\n"
 
 
+def training_seed(base: int, replicate: int) -> int:
+    """The training seed of the workflow's seed `replicate` (its `seeds:` list) for `train.seed` = base.
+
+    Seed 0 is `base` itself, so a one-seed config trains today's models. Another seed draws a
+    32-bit seed from numpy's SeedSequence((base, replicate)): unlike base + replicate, it does not
+    hand one run's data-order seed to another run's PGD noise (training seeds those from seed and
+    seed + 1, attrrob.training).
+    """
+    config.check_limits(config.SEED, replicate, "seeds")
+    if replicate == 0:
+        return int(base)
+    import numpy as np
+
+    return int(np.random.SeedSequence([int(base), int(replicate)]).generate_state(1, np.uint32)[0])
+
+
 def train(dataset: str, method: str, hyperparameters: Mapping | None, *, steps: int | None = None,
-          seed: int | None = None) -> dict:
-    """Training settings of one run: defaults, the workflow's hyper-parameters, then steps and seed."""
+          seed: int | None = None, replicate: int = 0) -> dict:
+    """Training settings of one run: defaults, the workflow's hyper-parameters, then steps and seed;
+    `replicate` (an entry of the workflow's `seeds:`) derives the training seed from that seed."""
     overrides = {key: value for key, value in (("steps", steps), ("seed", seed)) if value is not None}
-    return config.train_settings(dataset, method, _source(hyperparameters), overrides)
+    settings = config.train_settings(dataset, method, _source(hyperparameters), overrides)
+    settings["seed"] = training_seed(settings["seed"], replicate)
+    return settings
 
 
 def accuracy(dataset: str, hyperparameters: Mapping | None, num_examples: Any = None) -> dict:
