@@ -66,6 +66,7 @@ wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),
     attack="|".join(ATTACKS),
+    seed="|".join(str(seed) for seed in SEEDS),
 
 
 rule all:

@@ -96,8 +96,9 @@ class JobWatch:
 
 
 def _train_method(comment: str) -> str | None:
-    prefix = "rule_train_wildcards_digits_"  # the plugin's comment: rule, then wildcard values
-    return comment[len(prefix):] if comment.startswith(prefix) else None
+    # The plugin's comment: rule, then wildcard values (seed, data set, method; seed 0 here).
+    found = re.fullmatch(r"rule_train_wildcards_(?:\d+_)?digits_(?:\d+_)?([a-z_]+?)(?:_\d+)?", comment)
+    return found.group(1) if found else None
 
 
 def _run_slurm_and_cancel_one_training(repo: Path, log: Path, cluster: OneNodeCluster,
@@ -111,7 +112,7 @@ def _run_slurm_and_cancel_one_training(repo: Path, log: Path, cluster: OneNodeCl
             if cancelled or state != "RUNNING" or method is None:
                 continue
             checkpoints = repo / "checkpoints/digits" / method  # settings~<digest>/latest.pt
-            finished = repo / "results/digits" / method / "model.pt"
+            finished = repo / "results/seed~0/digits" / method / "model.pt"
             if any(checkpoints.glob(f"settings~*/{CHECKPOINT_NAME}")) and not finished.exists():
                 result = cluster.command("scancel", job_id)
                 assert result.returncode == 0, result.stderr
@@ -172,8 +173,8 @@ def runs(cluster, tmp_path_factory):
             local_proc.kill()
             local_proc.wait()
     resumed = None
-    if cancelled and (slurm / f"results/digits/{cancelled['method']}/train_metrics.json").is_file():
-        resumed = json.loads((slurm / f"results/digits/{cancelled['method']}/train_metrics.json")
+    if cancelled and (slurm / f"results/seed~0/digits/{cancelled['method']}/train_metrics.json").is_file():
+        resumed = json.loads((slurm / f"results/seed~0/digits/{cancelled['method']}/train_metrics.json")
                              .read_text())["resumed_from_step"]
     print(f"\nquickstart on Slurm: {first_s:.0f} s with the local run alongside (local: {local_s:.0f} s); "
           f"scancel of {cancelled}; rerun: {rerun_s:.0f} s, training resumed from step {resumed}; "
@@ -207,7 +208,7 @@ def test_scancel_fails_only_that_job_and_the_same_command_resumes_it(runs):
                                                    "evaluate_accuracy", "evaluate_attack")} == {
         "download": 0, "prepare": 0, "train": 1, "evaluate_accuracy": 1, "evaluate_attack": len(attacks)}
     assert f"method={cancelled['method']}" in rerun
-    metrics = json.loads((runs["slurm"] / "results/digits" / cancelled["method"] /
+    metrics = json.loads((runs["slurm"] / "results/seed~0/digits" / cancelled["method"] /
                           "train_metrics.json").read_text())
     assert metrics["resumed_from_step"], f"training restarted instead of resuming: {metrics}"
     assert metrics["steps_this_run"] == metrics["steps"] - metrics["resumed_from_step"]
@@ -258,7 +259,7 @@ def test_results_and_reports_match_the_local_run(runs):
     local, slurm, config = runs["local"], runs["slurm"], runs["config"]
     assert runs["rerun_rc"] == 0 and runs["local_rc"] == 0
     for method in config["methods"]:
-        a, b = local / "results/digits" / method, slurm / "results/digits" / method
+        a, b = local / "results/seed~0/digits" / method, slurm / "results/seed~0/digits" / method
         names = ["accuracy/per_example.csv"] + [f"attack_{attack}/per_example.csv"
                                                 for attack in config["attacks"]]
         for name in names:

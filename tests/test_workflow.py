@@ -162,7 +162,7 @@ def test_hyperparameters_from_the_command_line_count_like_a_config_file(workdir)
     result = snakemake(workdir, "-n", "--configfile", "config/quickstart.yaml",
                        "--config", "hyperparameters={digits: {attack: {iterations: 3, eps: 0.05}}}")
     assert result.returncode == 0, result.stdout + result.stderr
-    settings = json.loads((workdir / "results/digits/sarkar/attack_topk/settings.json").read_text())
+    settings = json.loads((workdir / "results/seed~0/digits/sarkar/attack_topk/settings.json").read_text())
     assert settings["iterations"] == 3 and settings["eps"] == 0.05 and settings["ig_steps"] == 20
     # `attrrob prepare` still reads one config file: its settings given elsewhere are refused.
     refused = snakemake(workdir, "-n", "--configfile", "config/quickstart.yaml",
@@ -221,7 +221,7 @@ def test_commands_carry_config_mirror_and_gpu_requests(workdir):
     mirror = snakemake(workdir, "-n", "-p", "--configfile", "config/mnist_mirror.yaml")
     text = mirror.stdout + mirror.stderr
     assert "--mirror ../shared/data/mnist" in text
-    assert "attrrob train --settings results/mnist/sarkar/settings.json --dataset mnist --method sarkar" in text
+    assert "attrrob train --settings results/seed~0/mnist/sarkar/settings.json --dataset mnist --method sarkar" in text
     assert "--checkpoint-dir checkpoints/mnist/sarkar" in text
     assert "gpu=1" not in text
 

@@ -128,14 +128,14 @@ def test_quickstart_runs_within_budget_and_writes_every_result(quickstart):
     print(f"quickstart wall time (dvc repro, 2 cores): {quickstart['wall_s']:.0f} s")
     assert quickstart["wall_s"] < QUICKSTART_LIMIT_S
     for method in config["methods"]:
-        run_dir = repo / "results/digits" / method
+        run_dir = repo / "results/seed~0/digits" / method
         for name in ("model.pt", "train_log.csv", "train_metrics.json", "accuracy/summary.json",
                      "attack_topk/summary.json", "attack_topk/per_example.csv", "attack_topk/examples.npz",
                      "attack_noise/summary.json", "attack_noise/per_example.csv"):
             assert (run_dir / name).is_file(), f"{run_dir / name} missing"
         assert any((repo / "checkpoints/digits" / method).iterdir())
         for rule in ("train", "evaluate_accuracy"):
-            assert (repo / f"results/benchmarks/{rule}/digits/{method}.tsv").is_file()
+            assert (repo / f"results/benchmarks/{rule}/seed~0/digits/{method}.tsv").is_file()
 
 
 def test_reports_hold_the_tables(quickstart):
@@ -174,7 +174,7 @@ def test_fresh_clone_pulls_instead_of_recomputing(quickstart):
     dvc(clone, "pull")
     dvc_status_is_clean(clone)
     assert (clone / "data/prepared/digits.npz").is_file()
-    assert (clone / "results/digits/sarkar/model.pt").is_file()
+    assert (clone / "results/seed~0/digits/sarkar/model.pt").is_file()
     assert (clone / "checkpoints/digits/sarkar").is_dir()
 
     dry = snakemake(clone, "all", "-n", "--configfile", "config/quickstart.yaml")
@@ -196,7 +196,7 @@ def test_fresh_clone_pulls_instead_of_recomputing(quickstart):
 
     # A failing notebook (a result file without a required field) fails its rule and leaves no HTML.
     # (Readable JSON that still records its settings: an unreadable one would rerun its evaluation.)
-    broken = clone / "results/digits/natural/accuracy/summary.json"
+    broken = clone / "results/seed~0/digits/natural/accuracy/summary.json"
     broken.write_text(json.dumps({k: v for k, v in json.loads(broken.read_text()).items() if k != "natural_accuracy"}))
     failed = snakemake(clone, "--cores", "1", "reports/digits.html", "--forcerun", "report_dataset",
                        "--configfile", "config/quickstart.yaml", timeout=600)
@@ -220,7 +220,7 @@ def test_after_kill_9_of_snakemake_unlock_then_the_profile_rerun_resumes(tmp_pat
     body["methods"] = ["madry"]
     body["hyperparameters"]["digits"]["train"]["common"].update(steps=600, checkpoint_every=50)
     config.write_text(yaml.safe_dump(body))
-    target = "results/digits/madry/model.pt"
+    target = "results/seed~0/digits/madry/model.pt"
     args = [tool("snakemake"), "--cores", "1", target, "--configfile", "config/crash.yaml"]
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     proc = subprocess.Popen(args, cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -248,30 +248,30 @@ def test_after_kill_9_of_snakemake_unlock_then_the_profile_rerun_resumes(tmp_pat
     assert unlock.returncode == 0, unlock.stdout + unlock.stderr
     rerun = snakemake(work, *with_profile, timeout=900)
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
-    log = (work / "logs/train/digits/madry.log").read_text()
+    log = (work / "logs/train/seed~0/digits/madry.log").read_text()
     assert "resumed from checkpoint" in log and "done digits/madry: step 600" in log
-    metrics = json.loads((work / "results/digits/madry/train_metrics.json").read_text())
+    metrics = json.loads((work / "results/seed~0/digits/madry/train_metrics.json").read_text())
     assert metrics["resumed_from_step"] >= 50 and metrics["steps"] == 600
 
 
 def test_job_logs_say_what_happened(quickstart):
     repo = quickstart["repo"]
-    train_log = (repo / "logs/train/digits/sarkar.log").read_text()
+    train_log = (repo / "logs/train/seed~0/digits/sarkar.log").read_text()
     for fragment in ("settings ", "device cpu", "threads", "sha256", "digits/sarkar step: ", "ETA",
                      "examples/s", "checkpoint ", "done digits/sarkar: step 300"):
         assert fragment in train_log, fragment
-    accuracy_log = (repo / "logs/evaluate_accuracy/digits/sarkar.log").read_text()
+    accuracy_log = (repo / "logs/evaluate_accuracy/seed~0/digits/sarkar.log").read_text()
     assert "evaluate-accuracy digits/sarkar" in accuracy_log and "done: natural accuracy" in accuracy_log
-    attack_log = (repo / "logs/evaluate_attack/digits/sarkar/topk.log").read_text()
+    attack_log = (repo / "logs/evaluate_attack/seed~0/digits/sarkar/topk.log").read_text()
     assert "evaluate topk attack on digits/sarkar" in attack_log and "img/s" in attack_log
     assert "done: " in attack_log and "attacked" in attack_log
-    print("--- logs/train/digits/sarkar.log (excerpt)\n" + "\n".join(train_log.splitlines()[:6]))
+    print("--- logs/train/seed~0/digits/sarkar.log (excerpt)\n" + "\n".join(train_log.splitlines()[:6]))
 
 
 def test_dvc_commit_records_a_direct_snakemake_run(quickstart):
     """README: after running `snakemake` itself, `dvc commit -f` records the outputs."""
     repo = quickstart["repo"]
-    extra = snakemake(repo, "results/digits/natural/attack_topk/summary.json", "--cores", "1",
+    extra = snakemake(repo, "results/seed~0/digits/natural/attack_topk/summary.json", "--cores", "1",
                       "--forcerun", "evaluate_attack", "--configfile", "config/quickstart.yaml")
     assert extra.returncode == 0, (extra.stdout + extra.stderr)[-4000:]
     dvc(repo, "commit", "-f")

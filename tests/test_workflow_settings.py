@@ -30,7 +30,7 @@ TINY = {
         "attack": {"num_examples": 4, "iterations": 2, "ig_steps": 4, "random_restarts": 1},
     }},
 }
-TARGETS = [f"results/digits/{method}/{leaf}" for method in TINY["methods"]
+TARGETS = [f"results/seed~0/digits/{method}/{leaf}" for method in TINY["methods"]
            for leaf in ("accuracy/summary.json", "attack_topk/summary.json")]
 
 
@@ -44,7 +44,7 @@ def run_workflow(work: Path, *extra: str):
 def recorded_lr(work: Path, method: str):
     import json
 
-    return json.loads((work / f"results/digits/{method}/train_metrics.json").read_text())["settings"]["lr_schedule"]
+    return json.loads((work / f"results/seed~0/digits/{method}/train_metrics.json").read_text())["settings"]["lr_schedule"]
 
 
 def test_editing_one_methods_setting_retrains_exactly_that_model(tmp_path):
@@ -52,7 +52,7 @@ def test_editing_one_methods_setting_retrains_exactly_that_model(tmp_path):
     config = work / "config/tiny.yaml"
     config.write_text(yaml.safe_dump(TINY))
     assert run_workflow(work)["train"] == 2
-    madry_model = work / "results/digits/madry/model.pt"
+    madry_model = work / "results/seed~0/digits/madry/model.pt"
     madry_time = madry_model.stat().st_mtime_ns
 
     assert "train" not in run_workflow(work)  # nothing changed: nothing reruns
@@ -78,3 +78,52 @@ def test_editing_one_methods_setting_retrains_exactly_that_model(tmp_path):
     other = "hyperparameters={digits: {train: {madry: {lr_schedule: [[0, 0.0005]]}}}}"
     counts = run_workflow(work, "--config", other)
     assert counts.get("train") == 1 and recorded_lr(work, "madry") == [[0, 0.0005]]
+
+
+def test_two_seeds_train_two_models_and_the_tables_state_intervals_over_seeds(tmp_path):
+    """`seeds: [0, 1]`: one model per seed and method; seed 0 is the one-seed run; evaluation images
+    do not depend on the seed (paired); collect-results states 2 seeds with t intervals over seeds."""
+    import json
+
+    import torch
+
+    from attrrob.intervals import mean_ci
+
+    work = copy_workflow(tmp_path / "wf")
+    config = json.loads(json.dumps(TINY))
+    config.update(seeds=[0, 1], methods=["natural", "ig_sum_norm"])  # a pair the tables compare
+    config["hyperparameters"]["digits"]["train"]["common"].update(steps=60, m=4, approx_factor=2, lr_schedule=[[0, 0.005]])
+    config["hyperparameters"]["digits"]["accuracy"]["num_examples"] = 16
+    config["hyperparameters"]["digits"]["attack"]["num_examples"] = 6
+    (work / "config/tiny.yaml").write_text(yaml.safe_dump(config))
+    result = snakemake(work, "--cores", "1", "results/metrics.json", "--configfile", "config/tiny.yaml",
+                       timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-6000:]
+    assert job_counts(result.stdout + result.stderr)["train"] == 4
+    seeds = [work / f"results/seed~{s}/digits" for s in (0, 1)]
+    trained = [json.loads((s / "natural/train_metrics.json").read_text())["settings"] for s in seeds]
+    assert trained[0]["seed"] != trained[1]["seed"]
+    assert {k for k in trained[0] if trained[0][k] != trained[1][k]} == {"seed"}
+    state = [torch.load(s / "natural/model.pt", weights_only=True)["model"] for s in seeds]
+    assert any(not torch.equal(state[0][key], state[1][key]) for key in state[0])
+    # The same test images are attacked under both seeds (comparisons stay paired image by image).
+    import pandas as pd
+
+    frames = [pd.read_csv(s / "ig_sum_norm/attack_topk/per_example.csv") for s in seeds]
+    assert list(frames[0]["index"]) == list(frames[1]["index"])
+    # metrics.json: the mean over seeds with a t interval over seeds (independent: scipy via mean_ci
+    # on the two seeds' own summaries), each seed's value beside it.
+    metrics = json.loads((work / "results/metrics.json").read_text())["digits"]["natural"]
+    per_seed = [json.loads((s / "natural/accuracy/summary.json").read_text())["natural_accuracy"] for s in seeds]
+    expected = mean_ci([p["mean"] for p in per_seed])
+    assert metrics["NA"] == pytest.approx(expected["mean"])
+    across = metrics["across_seeds"]
+    assert across["seeds"] == [0, 1] and across["NA"]["n_seeds"] == 2
+    assert across["NA"]["per_seed"]["1"]["mean"] == pytest.approx(per_seed[1]["mean"])
+    if per_seed[0]["mean"] != per_seed[1]["mean"]:
+        assert across["NA"]["ci_low"] == pytest.approx(expected["ci_low"])
+    table = (work / "results/table.md").read_text()
+    assert "2 seeds (0, 1): each cell is the mean over seeds with a 95% t interval over seeds" in table
+    assert "seed 0:" in table and "seed 1:" in table
+    assert "then their mean over 2 seeds with its 95% t interval over seeds" in table  # the paired Δ
+    assert "ΔIN (points) seed 0: " in table

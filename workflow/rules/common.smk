@@ -12,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 DATASETS = config["datasets"]
 METHODS = config["methods"]
 ATTACKS = config["attacks"]
+SEEDS = config["seeds"]
 RESOURCES = config["resources"]
 REPORTS = config["reports"]
 
@@ -73,13 +74,19 @@ except ConfigError as exc:
 CONFIG_NAME = Path(HYPERPARAMETERS_FILE).stem
 
 
-def run_dir(dataset, method):
-    return f"results/{dataset}/{method}"
+def seed_dir(seed):
+    """The results of one training seed: one tree per seed, laid out as a one-seed run's."""
+    return f"results/seed~{seed}"
 
 
-def evaluation_jobs(dataset, method):
+def run_dir(dataset, method, seed):
+    return f"{seed_dir(seed)}/{dataset}/{method}"
+
+
+def evaluation_jobs(dataset, method, seed):
     """(results folder, benchmark file, output names) of each evaluation of one run."""
-    run, bench = run_dir(dataset, method), f"results/benchmarks/{{}}/{dataset}/{method}"
+    run = run_dir(dataset, method, seed)
+    bench = f"results/benchmarks/{{}}/seed~{seed}/{dataset}/{method}"
     jobs = {"accuracy": (f"{run}/accuracy", f"{bench.format('evaluate_accuracy')}.tsv")}
     for attack in ATTACKS:
         jobs[attack] = (
@@ -107,15 +114,19 @@ def sync_settings_files():
             evaluations[attack] = run_settings.attack(
                 dataset, attack, HYPERPARAMETERS, num_examples
             )
-        for method in METHODS:
-            run = run_dir(dataset, method)
-            train = run_settings.train(dataset, method, HYPERPARAMETERS, steps=steps)
+        for method, seed in [(m, s) for m in METHODS for s in SEEDS]:
+            run = run_dir(dataset, method, seed)
+            train = run_settings.train(
+                dataset, method, HYPERPARAMETERS, steps=steps, replicate=seed
+            )
             outputs = [f"{run}/{name}" for name in TRAIN_OUTPUTS]
-            outputs.append(f"results/benchmarks/train/{dataset}/{method}.tsv")
+            outputs.append(
+                f"results/benchmarks/train/seed~{seed}/{dataset}/{method}.tsv"
+            )
             recorded = run_settings.made_with(f"{run}/train_metrics.json")
             run_settings.sync(f"{run}/settings.json", train, outputs, recorded)
             model = f"{run}/model.pt" if run_settings.matches(train, recorded) else None
-            for name, (folder, bench) in evaluation_jobs(dataset, method).items():
+            for name, (folder, bench) in evaluation_jobs(dataset, method, seed).items():
                 names = ACCURACY_OUTPUTS if name == "accuracy" else ATTACK_OUTPUTS
                 outputs = [f"{folder}/{leaf}" for leaf in names] + [bench]
                 settings = run_settings.of_model(evaluations[name], train)
@@ -168,7 +179,7 @@ def trained_model(wildcards):
     # Not ancient(): Snakemake does not rerun a job whose only link to a rerun job is ancient
     # (so a retrained model would keep its old evaluations until the next invocation). A model
     # that merely looks newer (a DVC checkout) is handled in sync_settings_files instead.
-    return f"results/{wildcards.dataset}/{wildcards.method}/model.pt"
+    return f"{run_dir(wildcards.dataset, wildcards.method, wildcards.seed)}/model.pt"
 
 
 def raw_data(wildcards):
@@ -178,9 +189,9 @@ def raw_data(wildcards):
 def result_files(datasets):
     """Every training and evaluation output the reports of `datasets` read."""
     files = []
-    for dataset in datasets:
+    for dataset, seed in [(d, s) for d in datasets for s in SEEDS]:
         for method in METHODS:
-            run = f"results/{dataset}/{method}"
+            run = run_dir(dataset, method, seed)
             files += [
                 f"{run}/train_log.csv",
                 f"{run}/train_metrics.json",
@@ -201,6 +212,11 @@ def summary_report_inputs(wildcards):
 
 def dataset_report_inputs(wildcards):
     return result_files([wildcards.dataset])
+
+
+def seeds_option():
+    """The seeds collect-results aggregates over (results/seed~<s>/ each)."""
+    return " ".join(str(seed) for seed in SEEDS)
 
 
 def json_list(values):

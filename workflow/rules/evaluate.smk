@@ -7,14 +7,14 @@ rule evaluate_accuracy:
     input:
         model=trained_model,
         data=prepared_data,
-        settings="results/{dataset}/{method}/accuracy/settings.json",
+        settings="results/seed~{seed}/{dataset}/{method}/accuracy/settings.json",
     output:
-        summary="results/{dataset}/{method}/accuracy/summary.json",
-        per_example="results/{dataset}/{method}/accuracy/per_example.csv",
+        summary="results/seed~{seed}/{dataset}/{method}/accuracy/summary.json",
+        per_example="results/seed~{seed}/{dataset}/{method}/accuracy/per_example.csv",
     log:
-        "logs/evaluate_accuracy/{dataset}/{method}.log",
+        "logs/evaluate_accuracy/seed~{seed}/{dataset}/{method}.log",
     benchmark:
-        "results/benchmarks/evaluate_accuracy/{dataset}/{method}.tsv"
+        "results/benchmarks/evaluate_accuracy/seed~{seed}/{dataset}/{method}.tsv"
     conda:
         "../../envs/attrrob.yaml"
     threads: RESOURCES["evaluate"]["threads"]
@@ -37,16 +37,16 @@ rule evaluate_attack:
     input:
         model=trained_model,
         data=prepared_data,
-        settings="results/{dataset}/{method}/attack_{attack}/settings.json",
+        settings="results/seed~{seed}/{dataset}/{method}/attack_{attack}/settings.json",
     output:
-        summary="results/{dataset}/{method}/attack_{attack}/summary.json",
-        per_example="results/{dataset}/{method}/attack_{attack}/per_example.csv",
-        examples="results/{dataset}/{method}/attack_{attack}/examples.npz",
-        trace="results/{dataset}/{method}/attack_{attack}/trace.npz",
+        summary="results/seed~{seed}/{dataset}/{method}/attack_{attack}/summary.json",
+        per_example="results/seed~{seed}/{dataset}/{method}/attack_{attack}/per_example.csv",
+        examples="results/seed~{seed}/{dataset}/{method}/attack_{attack}/examples.npz",
+        trace="results/seed~{seed}/{dataset}/{method}/attack_{attack}/trace.npz",
     log:
-        "logs/evaluate_attack/{dataset}/{method}/{attack}.log",
+        "logs/evaluate_attack/seed~{seed}/{dataset}/{method}/{attack}.log",
     benchmark:
-        "results/benchmarks/evaluate_attack/{dataset}/{method}/{attack}.tsv"
+        "results/benchmarks/evaluate_attack/seed~{seed}/{dataset}/{method}/{attack}.tsv"
     conda:
         "../../envs/attrrob.yaml"
     threads: RESOURCES["evaluate"]["threads"]

@@ -32,13 +32,15 @@ rule report_summary:
         runtime=RESOURCES["report"]["runtime"],
         slurm_partition=slurm_partition(0),
     params:
+        # One seed's results (the first of `seeds:`); results/table.md aggregates over seeds.
+        results_dir=seed_dir(SEEDS[0]),
         config_name=CONFIG_NAME,
         datasets=json_list(DATASETS),
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
     shell:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
-        " -p results_dir results -p datasets {params.datasets:q}"
+        " -p results_dir {params.results_dir} -p datasets {params.datasets:q}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
@@ -72,12 +74,14 @@ rule report_dataset:
         runtime=RESOURCES["report"]["runtime"],
         slurm_partition=slurm_partition(0),
     params:
+        # One seed's results (the first of `seeds:`); results/table.md aggregates over seeds.
+        results_dir=seed_dir(SEEDS[0]),
         config_name=CONFIG_NAME,
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
     shell:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
-        " -p results_dir results -p dataset {wildcards.dataset}"
+        " -p results_dir {params.results_dir} -p dataset {wildcards.dataset}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
@@ -109,8 +113,10 @@ rule collect_results:
         datasets=" ".join(DATASETS),
         methods=" ".join(METHODS),
         attacks=" ".join(ATTACKS),
+        seeds=seeds_option(),
     shell:
-        "attrrob collect-results --results-dir results --datasets {params.datasets}"
+        "attrrob collect-results --results-dir results --seeds {params.seeds}"
+        " --datasets {params.datasets}"
         " --methods {params.methods} --attacks {params.attacks}"
         " --metrics {output.metrics} --table {output.table} --curves {output.curves}"
         " --figures {output.figures}"

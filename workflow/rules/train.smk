@@ -1,4 +1,5 @@
-# Training. Resumable state lives in checkpoints/{dataset}/{method}/settings~<digest>/, deliberately
+# Training, one model per seed of `seeds:` (results/seed~<s>/...). Resumable state lives in
+# checkpoints/{dataset}/{method}/settings~<digest>/ (the digest holds the training seed), deliberately
 # not a declared output: Snakemake deletes the outputs of a failed or interrupted job, and the
 # checkpoints must survive so that `snakemake --rerun-incomplete` resumes the run instead of
 # restarting it. The run's settings.json (written by common.smk when the config is read) is newer
@@ -8,15 +9,15 @@
 rule train:
     input:
         data=prepared_data,
-        settings="results/{dataset}/{method}/settings.json",
+        settings="results/seed~{seed}/{dataset}/{method}/settings.json",
     output:
-        model="results/{dataset}/{method}/model.pt",
-        log_csv="results/{dataset}/{method}/train_log.csv",
-        metrics="results/{dataset}/{method}/train_metrics.json",
+        model="results/seed~{seed}/{dataset}/{method}/model.pt",
+        log_csv="results/seed~{seed}/{dataset}/{method}/train_log.csv",
+        metrics="results/seed~{seed}/{dataset}/{method}/train_metrics.json",
     log:
-        "logs/train/{dataset}/{method}.log",
+        "logs/train/seed~{seed}/{dataset}/{method}.log",
     benchmark:
-        "results/benchmarks/train/{dataset}/{method}.tsv"
+        "results/benchmarks/train/seed~{seed}/{dataset}/{method}.tsv"
     conda:
         "../../envs/attrrob.yaml"
     threads: RESOURCES["train"]["threads"]

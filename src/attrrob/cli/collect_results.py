@@ -36,40 +36,86 @@ def _value(number: float) -> float | None:
     return None if math.isnan(number) else float(number)
 
 
-def metrics(results_dir, datasets, methods, attacks) -> dict:
+def _seeds_and_root(results_dir, seeds):
+    """(seeds, root whose seed~<s>/ folders hold them); no seeds: results_dir is one run's tree."""
+    if seeds:
+        return list(seeds), Path(results_dir)
+    return [None], None
+
+
+def _tree(results_dir, seed):
+    return results_dir if seed is None else report.seeds.seed_dir(results_dir, seed)
+
+
+def metrics(results_dir, datasets, methods, attacks, seeds=None) -> dict:
+    """Means (over seeds, with several) per data set × method; with several seeds, `across_seeds`
+    holds each metric's t interval over seeds and each seed's mean with its image interval."""
     out: dict = {}
+    seeds, root = _seeds_and_root(results_dir, seeds)
     for attack in attacks:
-        table = report.collect_table(results_dir, datasets, methods, attack)
-        for row in table.to_dict("records"):
+        if root is None:
+            table, per_seed = report.collect_table(results_dir, datasets, methods, attack), None
+        else:
+            table, per_seed = report.seeds.table(root, seeds, datasets, methods, attack)
+        for index, row in enumerate(table.to_dict("records")):
             entry = out.setdefault(row["dataset"], {}).setdefault(row["method"], {})
             for key in ACCURACY_METRICS:
                 entry[key] = _value(row[f"{key}_mean"])
             if not math.isnan(row["AA_auto_mean"]):  # only where AutoAttack was run
                 entry["AA_autoattack"] = float(row["AA_auto_mean"])
             entry[attack] = {key: _value(row[f"{key}_mean"]) for key in ATTACK_METRICS}
-            summary = report.load_attack(results_dir, row["dataset"], row["method"], attack)
-            entry[attack].update(report.lens.attack_means(summary))
+            # LENS metrics: the mean over seeds of each seed's means.
+            lens = [report.lens.attack_means(report.load_attack(_tree(results_dir, seed), row["dataset"],
+                                                                row["method"], attack)) for seed in seeds]
+            entry[attack].update({key: _mean_or_none([one.get(key) for one in lens]) for key in lens[0]})
+            if per_seed is not None and len(seeds) > 1:
+                across = entry.setdefault("across_seeds", {"seeds": seeds})
+                across.update(report.seeds.metrics_entry(per_seed, index, ACCURACY_METRICS))
+                across[attack] = report.seeds.metrics_entry(per_seed, index, ATTACK_METRICS)
     return out
+
+
+def _mean_or_none(values) -> float | None:
+    numbers = [v for v in values if v is not None and not math.isnan(v)]
+    return float(sum(numbers) / len(numbers)) if len(numbers) == len(values) and numbers else None
 
 
 # The paper's claim (sarkar over the previous best) and the baseline's own gain, on the same images.
 PAIRED = (("sarkar", "ig_sum_norm"), ("ig_sum_norm", "natural"))
 
 
-def tables(results_dir, datasets, methods, attacks) -> str:
-    """Per attack: the per-method table, then the paired comparison of PAIRED (where both ran)."""
+def tables(results_dir, datasets, methods, attacks, seeds=None) -> str:
+    """Per attack: the per-method table, then the paired comparison of PAIRED (where both ran);
+    with `seeds`, over those seeds' trees (attrrob.report.seeds), stating how many."""
     parts = []
     pairs = [(a, b) for a, b in PAIRED if a in methods and b in methods]
+    seeds, root = _seeds_and_root(results_dir, seeds)
+    first = _tree(results_dir, seeds[0])
     for attack in attacks:
-        table = report.collect_table(results_dir, datasets, methods, attack)
+        if root is None:
+            table, per_seed = report.collect_table(results_dir, datasets, methods, attack), {None: None}
+        else:
+            table, per_seed = report.seeds.table(root, seeds, datasets, methods, attack)
         described = report.attack_description(table.iloc[0]) if len(table) else ""
         heading = f"Attack: `{attack}`{described}\n\n" if len(attacks) > 1 else ""
         text = heading + report.markdown_table(table)
+        if root is not None:
+            text += f"\n{report.seeds.note(seeds)}\n"
+            listed = report.seeds.per_seed_markdown(table, per_seed, attack)
+            text += f"\n{listed}" if listed else ""
         if pairs:
-            paired = report.paired_comparison(results_dir, datasets, pairs, attack)
+            if root is None:
+                paired = report.paired_comparison(results_dir, datasets, pairs, attack)
+            else:
+                paired = report.seeds.paired(root, seeds, datasets, pairs, attack)
             text += "\nPaired comparison on the same attacked images:\n\n" + report.paired_markdown(paired)
+            listed = report.seeds.paired_per_seed_markdown(paired)
+            text += f"\n{listed}" if listed else ""
         if report.CONTROL in attacks and attack != report.CONTROL:
-            noise = report.lens_comparison(results_dir, datasets, methods, attack, report.CONTROL)
+            # The control comparison is per run: shown for the first seed (stated when there are more).
+            noise = report.lens_comparison(first, datasets, methods, attack, report.CONTROL)
+            if len(seeds) > 1:
+                text += f"\nThe attack-versus-control table below is seed {seeds[0]}'s alone.\n"
             text += (f"\nWhat the `{attack}` attack adds over the `{report.CONTROL}` control (LENS metrics beside IN "
                      f"and τ):\n\n" + report.lens_markdown(noise))
         parts.append(text)
@@ -144,6 +190,16 @@ def _attack_name(text: str) -> str:
                                      "variant name (lower-case letters, digits and _)")
 
 
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer seed") from None
+    if not 0 <= seed < 2**32:
+        raise argparse.ArgumentTypeError(f"{text!r}: a seed is in [0, 2^32)")
+    return seed
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="attrrob collect-results", description=__doc__.splitlines()[0])
@@ -158,24 +214,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--curves", type=Path, help="write training-curve CSVs into this folder")
     parser.add_argument("--figures", type=Path, help="write the reports' figures as PNG files into this folder")
     parser.add_argument("--readme", type=Path, help="README whose results section to fill")
+    parser.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED",
+                        help="training seeds to aggregate over, each in <results-dir>/seed~<SEED>/ (the "
+                             "workflow's layout); without it, <results-dir> is one run's tree")
     args = parser.parse_args(argv)
     if not any((args.metrics, args.table, args.curves, args.figures, args.readme)):
         parser.error("nothing to write: give --metrics, --table, --curves, --figures and/or --readme")
     if not args.results_dir.is_dir():
         raise AttrrobError(f"results directory {args.results_dir} does not exist; run the workflow first "
                            "or pass --results-dir")
+    if args.seeds and len(set(args.seeds)) != len(args.seeds):
+        raise AttrrobError(f"--seeds: each seed once, got {' '.join(map(str, args.seeds))}")
+    for seed in args.seeds or []:
+        if not report.seeds.seed_dir(args.results_dir, seed).is_dir():
+            raise AttrrobError(f"--seeds: {report.seeds.seed_dir(args.results_dir, seed)} does not exist; "
+                               "run the workflow with that seed first")
     where = (args.results_dir, args.datasets, args.methods, args.attacks)
     if args.metrics:
-        outputs.write_json(args.metrics, metrics(*where))
-    table = tables(*where) if args.table or args.readme else None
+        outputs.write_json(args.metrics, metrics(*where, seeds=args.seeds))
+    table = tables(*where, seeds=args.seeds) if args.table or args.readme else None
     if args.table:
         outputs.write_text(args.table, table)
+    # Training curves and figures are per run: the first seed's (the reports' too).
+    one = report.seeds.seed_dir(args.results_dir, args.seeds[0]) if args.seeds else args.results_dir
     if args.curves:
         args.curves.mkdir(parents=True, exist_ok=True)
-        write_training_curves(args.results_dir, args.datasets, args.methods, args.curves)
+        write_training_curves(one, args.datasets, args.methods, args.curves)
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
-        write_figures(args.results_dir, args.datasets, args.methods, args.attacks, args.figures)
+        write_figures(one, args.datasets, args.methods, args.attacks, args.figures)
     if args.readme:
         fill_readme(args.readme, table)
 

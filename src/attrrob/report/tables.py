@@ -92,10 +92,21 @@ def paired_markdown(frame: pd.DataFrame) -> str:
                  str(int(row["topk_intersection_n"]))]
         cells += [_difference_text(row, metric, scale) for metric, _, scale in PAIRED_METRICS]
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    note = ("Paired on the test images both models classified correctly and had attacked "
-            f"(`{frame['attack'].iloc[0]}` attack): mean of the per-image difference a − b with its 95% "
-            "t interval. An interval that excludes 0 is a difference these images resolve; one that "
-            "straddles 0 is not.")
+    seeds = frame.attrs.get("seeds", 1)  # attrrob.report.seeds.paired: per-seed paired means, then over seeds
+    if seeds > 1:
+        counts = sorted(set(frame[f"{PAIRED_METRICS[0][0]}_n_seeds"]))
+        fewer = (f" Seeds with paired images per row: {', '.join(map(str, counts))} of {seeds}; a seed with "
+                 "none counts out." if counts != [seeds] else "")
+        note = ("Paired per seed on the test images both models classified correctly and had attacked "
+                f"(`{frame['attack'].iloc[0]}` attack): each seed's mean per-image difference a − b, then "
+                f"their mean over {seeds} seeds with its 95% t interval over seeds (paired images: summed over "
+                "seeds). An interval that excludes 0 is a difference these seeds resolve; one that straddles "
+                f"0 is not.{fewer}")
+    else:
+        note = ("Paired on the test images both models classified correctly and had attacked "
+                f"(`{frame['attack'].iloc[0]}` attack): mean of the per-image difference a − b with its 95% "
+                "t interval. An interval that excludes 0 is a difference these images resolve; one that "
+                "straddles 0 is not.")
     return "\n".join(lines) + "\n\n" + note + "\n"
 
 

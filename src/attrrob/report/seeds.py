@@ -1,0 +1,163 @@
+"""Statistics across training seeds: the seed is the unit of replication of a training method.
+
+The workflow keeps one results tree per seed (`results/seed~<s>/<dataset>/<method>/...`, each laid
+out as a one-seed run's). Over several seeds a table cell is the mean over seeds of each seed's
+mean, with a t interval over seeds (`attrrob.intervals.mean_ci`) as its main interval; each seed's
+value and its interval over test images stand beside it. A paired comparison is made per seed
+(paired image by image, as with one seed: the evaluation's images and attack randomness do not
+depend on the training seed), then averaged over seeds with a t interval over seeds. With one
+seed everything is the one-seed table, noted as such.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import pandas as pd
+
+from ..intervals import mean_ci
+from .load import AUTOATTACK, METRICS, PathLike, dataset_name, method_name
+from .tables import PAIRED_METRICS, _CI_FIELDS, _fmt, collect_table, paired_comparison
+
+COUNTS = ("n_total", "n_attacked", "n_skipped", "n_zero_direction")
+ONE_SEED_NOTE = "1 seed: intervals over test images only (none over training seeds)."
+
+
+def seed_dir(results_dir: PathLike, seed: int) -> Path:
+    """One seed's results tree (the workflow's `results/seed~<s>`)."""
+    return Path(results_dir) / f"seed~{seed}"
+
+
+def note(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return ONE_SEED_NOTE
+    return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds with a 95% t "
+            "interval over seeds (the training seed is the unit of replication; a seed without a value, e.g. "
+            "no attacked image, counts out, and one seed left gives no interval); image counts are summed "
+            "over seeds; each seed's value with its interval over test images is listed below the table.")
+
+
+def _summary(values: Sequence[float]) -> dict:
+    return {"mean": (out := mean_ci(values))["mean"], "ci_low": out["ci_low"], "ci_high": out["ci_high"],
+            "n_seeds": out["n"]}
+
+
+def table(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], methods: Iterable[str],
+          attack: str = "topk") -> tuple[pd.DataFrame, dict]:
+    """`collect_table` over seeds, and each seed's table by seed.
+
+    One seed: that seed's table unchanged. Several: per metric K, K_mean is the mean over seeds
+    of the seeds' means and K_ci_low/K_ci_high its t interval over seeds; K_n and the image counts
+    are summed over seeds; the other columns come from the first seed's table.
+    """
+    datasets, methods = list(datasets), list(methods)
+    per_seed = {seed: collect_table(seed_dir(results_dir, seed), datasets, methods, attack) for seed in seeds}
+    first = per_seed[seeds[0]].copy()
+    if len(seeds) == 1:
+        return first, per_seed
+    for metric in (*METRICS.values(), AUTOATTACK):
+        column = f"{metric.key}_mean"
+        stacked = pd.concat([frame[column] for frame in per_seed.values()], axis=1).to_numpy(float)
+        stats = [mean_ci(row) for row in stacked]
+        for field in ("mean", "ci_low", "ci_high"):
+            first[f"{metric.key}_{field}"] = [s[field] for s in stats]
+    # Counts (images evaluated, attacked, ...) are summed over seeds: the table's "attacked /
+    # evaluated" then counts every seed's images.
+    for column in (*(f"{m.key}_n" for m in (*METRICS.values(), AUTOATTACK)), *COUNTS):
+        first[column] = sum(frame[column] for frame in per_seed.values())
+    first.attrs["seeds"] = len(seeds)
+    return first, per_seed
+
+
+def per_seed_markdown(frame: pd.DataFrame, per_seed: dict, attack: str) -> str:
+    """Each seed's value with its interval over test images, one line per data set × method."""
+    if len(per_seed) == 1:
+        return ""
+    lines = [f"Per seed (`{attack}` attack; value [95% interval over test images]):", ""]
+    for i, row in frame.iterrows():
+        cells = []
+        for metric in METRICS.values():
+            values = []
+            for seed, seed_frame in per_seed.items():
+                one = seed_frame.iloc[i]
+                mean, low, high = (one[f"{metric.key}_{f}"] for f in ("mean", "ci_low", "ci_high"))
+                if math.isnan(mean):
+                    values.append(f"seed {seed}: –")
+                    continue
+                interval = "" if math.isnan(low) else f" [{_fmt(low, metric.percent)}, {_fmt(high, metric.percent)}]"
+                values.append(f"seed {seed}: {_fmt(mean, metric.percent)}{interval}")
+            cells.append(f"{metric.key} " + "; ".join(values))
+        lines.append(f"- {dataset_name(row['dataset'])}, {method_name(row['method'])}: " + " · ".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def metrics_entry(per_seed: dict, index: int, keys: Sequence[str]) -> dict:
+    """metrics.json's across-seed record of one table row: per key, mean and t interval over seeds
+    and each seed's mean with its interval over test images."""
+    out: dict[str, Any] = {}
+    for key in keys:
+        seeds = {str(seed): {field: _json(frame.iloc[index][f"{key}_{field}"]) for field in _CI_FIELDS}
+                 for seed, frame in per_seed.items()}
+        summary = _summary([frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()])
+        out[key] = {**{k: _json(v) for k, v in summary.items()}, "per_seed": seeds}
+    return out
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value if isinstance(value, (int, str)) or value is None else float(value)
+
+
+def paired(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str],
+           pairs: Sequence[tuple[str, str]], attack: str = "topk") -> pd.DataFrame:
+    """`paired_comparison` per seed, then over seeds: per metric the mean over seeds of the per-seed
+    paired mean difference with its t interval over seeds (`<metric>_{mean,ci_low,ci_high}`), the
+    paired images summed over seeds (`<metric>_n`), and each seed's `{mean, ci_low, ci_high, n}`
+    under `<metric>_per_seed`. One seed: that seed's comparison."""
+    datasets = list(datasets)
+    frames = {seed: paired_comparison(seed_dir(results_dir, seed), datasets, pairs, attack) for seed in seeds}
+    first = frames[seeds[0]].copy()
+    if len(seeds) == 1 or first.empty:
+        return first
+    keys = ["dataset", "a", "b"]
+    for metric, _, _ in PAIRED_METRICS:
+        means, per_seed = [], []
+        for _, row in first.iterrows():
+            found = {seed: frame[(frame[keys] == row[keys]).all(axis=1)] for seed, frame in frames.items()}
+            values = {seed: ({f: float(rows.iloc[0][f"{metric}_{f}"]) for f in _CI_FIELDS} if len(rows) else None)
+                      for seed, rows in found.items()}
+            per_seed.append(values)
+            means.append(mean_ci([v["mean"] for v in values.values() if v is not None]))
+        for field in ("mean", "ci_low", "ci_high"):
+            first[f"{metric}_{field}"] = [m[field] for m in means]
+        first[f"{metric}_n_seeds"] = [m["n"] for m in means]
+        first[f"{metric}_n"] = [sum(v["n"] for v in values.values() if v is not None) for values in per_seed]
+        first[f"{metric}_per_seed"] = per_seed
+    first.attrs["seeds"] = len(seeds)
+    return first
+
+
+def paired_per_seed_markdown(frame: pd.DataFrame) -> str:
+    """Each seed's paired difference with its interval over the paired images."""
+    column = f"{PAIRED_METRICS[0][0]}_per_seed"
+    if frame.empty or column not in frame:
+        return ""
+    lines = ["Per seed (paired difference [95% interval over the paired images]):", ""]
+    for _, row in frame.iterrows():
+        cells = []
+        for metric, label, scale in PAIRED_METRICS:
+            values = []
+            for seed, value in row[f"{metric}_per_seed"].items():
+                if value is None or math.isnan(value["mean"]):
+                    values.append(f"seed {seed}: –")
+                    continue
+                interval = ("" if math.isnan(value["ci_low"])
+                            else f" [{scale * value['ci_low']:+.2f}, {scale * value['ci_high']:+.2f}]")
+                values.append(f"seed {seed}: {scale * value['mean']:+.2f}{interval}")
+            cells.append(f"{label} " + "; ".join(values))
+        lines.append(f"- {dataset_name(row['dataset'])}, {method_name(row['a'])} − {method_name(row['b'])}: "
+                     + " · ".join(cells))
+    return "\n".join(lines) + "\n"

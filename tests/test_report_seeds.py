@@ -1,0 +1,79 @@
+"""Statistics across training seeds (attrrob.report.seeds via collect-results --seeds), on synthetic
+per-seed result trees: the t interval over seeds from scipy, the paired differences by a plain loop."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from test_report import _write_method
+
+from attrrob.cli import collect_results
+
+
+def _t_interval(values):
+    values = np.asarray(values, float)
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return values.mean() - half, values.mean() + half
+
+
+def _paired_mean(tree, a, b):
+    """Mean over images attacked under both methods of IN(a) − IN(b), as a plain loop."""
+    frames = [pd.read_csv(tree / "mnist" / m / "attack_topk" / "per_example.csv") for m in (a, b)]
+    values = [{int(r["index"]): r["topk_intersection"] for _, r in f.iterrows() if r["status"] == "attacked"}
+              for f in frames]
+    diffs = [values[0][i] - values[1][i] for i in values[0] if i in values[1]]
+    return sum(diffs) / len(diffs)
+
+
+def test_three_seeds_give_means_and_t_intervals_over_seeds(tmp_path):
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        for offset, method in enumerate(("ig_sum_norm", "sarkar")):
+            _write_method(root / f"seed~{seed}", "mnist", method, seed=10 * seed + offset)
+    argv = ["--results-dir", str(root), "--datasets", "mnist", "--methods", "ig_sum_norm", "sarkar",
+            "--metrics", str(tmp_path / "m.json"), "--table", str(tmp_path / "t.md"), "--seeds", "0", "1", "2"]
+    collect_results.main(argv)
+    entry = json.loads((tmp_path / "m.json").read_text())["mnist"]["sarkar"]
+    na = [json.loads((root / f"seed~{s}/mnist/sarkar/accuracy/summary.json").read_text())["natural_accuracy"]["mean"]
+          for s in (0, 1, 2)]
+    assert entry["NA"] == pytest.approx(np.mean(na))
+    low, high = _t_interval(na)
+    assert (entry["across_seeds"]["NA"]["ci_low"], entry["across_seeds"]["NA"]["ci_high"]) == (
+        pytest.approx(low), pytest.approx(high))
+    assert [entry["across_seeds"]["NA"]["per_seed"][str(s)]["mean"] for s in (0, 1, 2)] == pytest.approx(na)
+    table = (tmp_path / "t.md").read_text()
+    assert "3 seeds (0, 1, 2): each cell is the mean over seeds with a 95% t interval over seeds" in table
+    # The paired Δ: per seed on the same images, then the mean and t interval over seeds.
+    deltas = [100 * _paired_mean(root / f"seed~{s}", "sarkar", "ig_sum_norm") for s in (0, 1, 2)]
+    low, high = _t_interval(deltas)
+    row = next(line for line in table.splitlines() if line.startswith("| MNIST") and "Sarkar" in line and "−" in line)
+    assert f"{np.mean(deltas):+.2f} [{low:+.2f}, {high:+.2f}]" in row
+    assert "then their mean over 3 seeds" in table
+
+
+def test_one_seed_reads_as_the_one_run_table_with_its_note(tmp_path):
+    root = tmp_path / "results"
+    for offset, method in enumerate(("ig_sum_norm", "sarkar")):
+        _write_method(root / "seed~0", "mnist", method, seed=offset)
+    common = ["--datasets", "mnist", "--methods", "ig_sum_norm", "sarkar"]
+    collect_results.main(["--results-dir", str(root), *common, "--seeds", "0", "--table", str(tmp_path / "a.md"),
+                          "--metrics", str(tmp_path / "a.json")])
+    collect_results.main(["--results-dir", str(root / "seed~0"), *common, "--table", str(tmp_path / "b.md"),
+                          "--metrics", str(tmp_path / "b.json")])
+    seeded, plain = (tmp_path / "a.md").read_text(), (tmp_path / "b.md").read_text()
+    assert "1 seed: intervals over test images only" in seeded
+    assert seeded.replace("\n1 seed: intervals over test images only (none over training seeds).\n", "") == plain
+    assert json.loads((tmp_path / "a.json").read_text()) == json.loads((tmp_path / "b.json").read_text())
+
+
+def test_a_missing_seed_folder_is_a_one_line_error(tmp_path, capsys):
+    _write_method(tmp_path / "results/seed~0", "mnist", "natural", seed=0)
+    with pytest.raises(SystemExit):
+        collect_results.main(["--results-dir", str(tmp_path / "results"), "--datasets", "mnist", "--methods",
+                              "natural", "--table", str(tmp_path / "t.md"), "--seeds", "0", "3"])
+    assert "seed~3 does not exist" in capsys.readouterr().err
