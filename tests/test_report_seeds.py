@@ -77,3 +77,10 @@ def test_a_missing_seed_folder_is_a_one_line_error(tmp_path, capsys):
         collect_results.main(["--results-dir", str(tmp_path / "results"), "--datasets", "mnist", "--methods",
                               "natural", "--table", str(tmp_path / "t.md"), "--seeds", "0", "3"])
     assert "seed~3 does not exist" in capsys.readouterr().err
+
+
+def test_the_reports_say_which_seed_they_show():
+    from attrrob.report import seeds
+
+    assert seeds.report_note(["0"]) == "1 seed: intervals over test images only (none over training seeds)."
+    assert seeds.report_note(["3", "5"]).startswith("These pages show the models of seed 3, one of 2 training seeds")

@@ -127,3 +127,14 @@ def test_two_seeds_train_two_models_and_the_tables_state_intervals_over_seeds(tm
     assert "seed 0:" in table and "seed 1:" in table
     assert "then their mean over 2 seeds with its 95% t interval over seeds" in table  # the paired Δ
     assert "ΔIN (points) seed 0: " in table
+
+
+def test_runs_of_the_layout_before_seeds_are_named_not_silently_ignored(tmp_path):
+    work = copy_workflow(tmp_path / "wf")
+    (work / "config/tiny.yaml").write_text(yaml.safe_dump(TINY))
+    (work / "results/digits/natural").mkdir(parents=True)
+    (work / "results/digits/natural/train_metrics.json").write_text("{}")
+    dry = snakemake(work, "results/seed~0/digits/natural/model.pt", "-n", "--configfile", "config/tiny.yaml")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert ("attrrob: note: 1 run(s) in the layout before seeds (results/digits/natural, ...) are not read; "
+            "to reuse them, move results/<dataset> to results/seed~0/<dataset>") in dry.stdout + dry.stderr

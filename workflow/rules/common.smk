@@ -136,6 +136,20 @@ def sync_settings_files():
                 )
 
 
+def warn_about_runs_before_seeds():
+    """Results of the layout before seeds (results/<dataset>/<method>/) are not read: say where
+    they would go rather than retrain beside them without a word."""
+    old = [f"results/{d}/{m}" for d in DATASETS for m in METHODS]
+    old = [run for run in old if Path(f"{run}/train_metrics.json").exists()]
+    if old:
+        print(
+            f"attrrob: note: {len(old)} run(s) in the layout before seeds ({old[0]}, ...) are "
+            f"not read; to reuse them, move results/<dataset> to {seed_dir(0)}/<dataset>",
+            file=sys.stderr,
+        )
+
+
+warn_about_runs_before_seeds()
 TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "train_metrics.json")
 ACCURACY_OUTPUTS = ("summary.json", "per_example.csv")
 ATTACK_OUTPUTS = ("summary.json", "per_example.csv", "examples.npz", "trace.npz")

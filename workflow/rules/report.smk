@@ -35,6 +35,7 @@ rule report_summary:
         # One seed's results (the first of `seeds:`); results/table.md aggregates over seeds.
         results_dir=seed_dir(SEEDS[0]),
         config_name=CONFIG_NAME,
+        seeds=json_list(str(seed) for seed in SEEDS),
         datasets=json_list(DATASETS),
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
@@ -42,7 +43,7 @@ rule report_summary:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
         " -p results_dir {params.results_dir} -p datasets {params.datasets:q}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
-        " -p config_name {params.config_name:q}"
+        " -p config_name {params.config_name:q} -p seeds {params.seeds:q}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output summary"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"
@@ -77,13 +78,14 @@ rule report_dataset:
         # One seed's results (the first of `seeds:`); results/table.md aggregates over seeds.
         results_dir=seed_dir(SEEDS[0]),
         config_name=CONFIG_NAME,
+        seeds=json_list(str(seed) for seed in SEEDS),
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
     shell:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
         " -p results_dir {params.results_dir} -p dataset {wildcards.dataset}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
-        " -p config_name {params.config_name:q}"
+        " -p config_name {params.config_name:q} -p seeds {params.seeds:q}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output {wildcards.dataset}"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"

@@ -25,6 +25,15 @@ COUNTS = ("n_total", "n_attacked", "n_skipped", "n_zero_direction")
 ONE_SEED_NOTE = "1 seed: intervals over test images only (none over training seeds)."
 
 
+def report_note(seeds: Sequence[str | int]) -> str:
+    """The HTML reports' line on seeds: they show one seed's runs (the first), tables.md all."""
+    if len(seeds) == 1:
+        return ONE_SEED_NOTE
+    return (f"These pages show the models of seed {seeds[0]}, one of {len(seeds)} training seeds "
+            f"({', '.join(map(str, seeds))}); `results/table.md` and `results/metrics.json` give the means over "
+            "seeds with t intervals over seeds.")
+
+
 def seed_dir(results_dir: PathLike, seed: int) -> Path:
     """One seed's results tree (the workflow's `results/seed~<s>`)."""
     return Path(results_dir) / f"seed~{seed}"
