@@ -448,10 +448,16 @@ def held_by_another_process():
                                           ("evaluate-accuracy", "--out")])
 def test_a_second_writer_fails_at_once_naming_the_holder(ws, capsys, held_by_another_process, verb, option):
     folder = ws / "new" / f"busy_{verb}_{option.strip('-')}"
-    pid = held_by_another_process(folder)
+    held = folder
+    if option == "--checkpoint-dir":  # the lock is on the folder of the run's settings (other settings train beside)
+        from attrrob import config
+        from attrrob.training import checkpoint_path
+
+        held = checkpoint_path(folder, config.train_settings("digits", "natural", None, {"steps": 1})).parent
+    pid = held_by_another_process(held)
     argv = base_argv(verb, ws) + QUICK[verb] + [option, str(folder)]
-    assert_one_clear_line(ws, capsys, verb, argv, f"{option} {folder} is in use by another attrrob run (PID {pid})")
-    assert [p.name for p in folder.iterdir()] == [".attrrob.lock"]  # nothing of the second run written
+    assert_one_clear_line(ws, capsys, verb, argv, f"{option} {held} is in use by another attrrob run (PID {pid})")
+    assert [p.name for p in held.iterdir()] == [".attrrob.lock"]  # nothing of the second run written
 
 
 def test_two_trainings_on_one_folder_cannot_interleave(ws, capsys, tmp_path):

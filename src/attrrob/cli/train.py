@@ -47,10 +47,13 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise AttrrobError(f"--checkpoint-dir {args.checkpoint_dir} is an existing file; it names a directory")
 
-    from ..training import default_checkpoint_dir, train
+    from ..training import checkpoint_path, default_checkpoint_dir, train
 
     checkpoint_dir = args.checkpoint_dir if args.checkpoint_dir is not None else default_checkpoint_dir(args.out)
-    with locked_dirs(("--out", args.out), ("--checkpoint-dir", checkpoint_dir)):
+    # The lock is on the folder of these settings: runs of other settings (other seeds, sweep
+    # points) share --checkpoint-dir and train at the same time.
+    own = checkpoint_path(checkpoint_dir, settings).parent
+    with locked_dirs(("--out", args.out), ("--checkpoint-dir", own)):
         x_train, y_train = load_split(args.data, "train", args.dataset, log)
         with held_device(args.device) as device:
             return train(settings, x_train, y_train, args.out, checkpoint_dir=checkpoint_dir,
