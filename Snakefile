@@ -9,6 +9,7 @@
 # A --configfile overrides config/config.yaml key by key; the result is validated against
 # workflow/schemas/config.schema.yaml (unknown keys are errors, missing keys get defaults).
 
+import re
 import sys
 
 from snakemake.utils import min_version, validate
@@ -20,7 +21,7 @@ SCHEMA = "workflow/schemas/config.schema.yaml"
 
 try:
     from attrrob import config as attrrob_config
-    from attrrob.errors import ConfigError
+    from attrrob.errors import AttrrobError, ConfigError
 except ImportError:  # named below, in one line (common.smk resolves settings with it)
     attrrob_config = None
 
@@ -65,8 +66,8 @@ include: "workflow/rules/handlers.smk"
 wildcard_constraints:
     dataset="|".join(DATASETS),
     method="|".join(METHODS),
-    attack="|".join(ATTACKS),
-    seed="|".join(str(seed) for seed in SEEDS),
+    attack="|".join([*ATTACKS, *SELECTION_ATTACKS]),
+    run="|".join(re.escape(name) for name in RUNS),
 
 
 rule all:

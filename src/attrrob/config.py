@@ -291,6 +291,21 @@ def resolve_attack(dataset: str, name: str, config_path: str | Path | None = Non
     return settings.pop("attack"), settings
 
 
+def check_setting(dataset: str, method: str | None, section: str, key: str, value: Any, where: str) -> None:
+    """One `hyperparameters:` value checked as the config file's would be: a known key of `section`
+    (train: of `method`), its type and its limits (used for the values a sweep lists)."""
+    shape = _user_shape(_defaults()[dataset]) if dataset in _defaults() else {}
+    if section not in shape:
+        raise ConfigError(f"{where}: unknown settings section '{section}' (known: {', '.join(shape)})")
+    known = shape[section][method] if section == "train" else shape[section]
+    if key not in known:
+        raise ConfigError(f"{where}: unknown {section} setting '{key}' (known: {', '.join(known)})")
+    if section == "train":
+        _check_weight_keys(method, {key: value}, where.rsplit(".", 1)[0])
+    _check_scalar(value, known[key], f"{where}")
+    check_value(section, key, value, where)
+
+
 def _check_file_values(body: Mapping, where: str) -> None:
     for section, values in body.items():
         groups = values.items() if section == "train" else [(None, values)]

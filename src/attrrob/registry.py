@@ -16,5 +16,5 @@ ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the c
 # Top-level keys of a workflow config file (workflow/schemas/config.schema.yaml `properties:`).
 # A CLI `--config` file is a workflow config file: it reads `hyperparameters:` and refuses any
 # key outside this list, as the workflow does.
-WORKFLOW_KEYS = ("datasets", "methods", "attacks", "data", "device", "seeds", "train_steps", "evaluation",
+WORKFLOW_KEYS = ("datasets", "methods", "attacks", "data", "device", "seeds", "sweeps", "train_steps", "evaluation",
                  "reports", "resources", "hyperparameters")

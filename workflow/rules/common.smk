@@ -79,61 +79,59 @@ def seed_dir(seed):
     return f"results/seed~{seed}"
 
 
+def _experiment():
+    """Every run of the config (attrrob.experiments): main runs and sweep points."""
+    from attrrob import experiments
+
+    return experiments.Experiment(config, HYPERPARAMETERS)
+
+
+try:
+    EXPERIMENT = _experiment()
+except ConfigError as exc:
+    sys.exit("attrrob: error: " + " ".join(str(exc).split()))
+RUNS = EXPERIMENT.by_name()
+# Attacks a selection measures on validation (an attack variant need not be in `attacks:`).
+SELECTION_ATTACKS = sorted(
+    {
+        sweep["select"]["attack"]
+        for body in EXPERIMENT.sweeps.values()
+        for sweep in body.values()
+        if sweep["select"] and sweep["select"]["attack"]
+    }
+)
+
+
+def run_of(wildcards):
+    return RUNS[wildcards.run]
+
+
 def run_dir(dataset, method, seed):
     return f"{seed_dir(seed)}/{dataset}/{method}"
-
-
-def evaluation_jobs(dataset, method, seed):
-    """(results folder, benchmark file, output names) of each evaluation of one run."""
-    run = run_dir(dataset, method, seed)
-    bench = f"results/benchmarks/{{}}/seed~{seed}/{dataset}/{method}"
-    jobs = {"accuracy": (f"{run}/accuracy", f"{bench.format('evaluate_accuracy')}.tsv")}
-    for attack in ATTACKS:
-        jobs[attack] = (
-            f"{run}/attack_{attack}",
-            f"{bench.format('evaluate_attack')}/{attack}.tsv",
-        )
-    return jobs
 
 
 def sync_settings_files():
     """Each job's settings.json, resolved now and kept in step with its outputs (attrrob.run_settings):
     a file is newer than the job's outputs exactly when they were made with other settings, so
     Snakemake reruns exactly those jobs, in this invocation. An evaluation's settings name its
-    model (by the digest of its training settings), so a retrained model reruns them too; an
-    evaluation that records the current model is never older than that model file. Snakemake
-    counts a job's benchmark file among its outputs, so it is listed with them."""
-    from attrrob import run_settings
+    model (by the digest of its training settings), so a retrained model reruns them too. The main
+    runs of a method whose sweep selects a value are written once the selection exists
+    (selected_settings); each sweep's sweep.json, which `attrrob select` and the reports read, here."""
+    from attrrob import experiments, run_settings
 
-    steps, num_examples = config["train_steps"], config["evaluation"]["num_examples"]
-    for dataset in DATASETS:
-        evaluations = {
-            "accuracy": run_settings.accuracy(dataset, HYPERPARAMETERS, num_examples)
-        }
-        for attack in ATTACKS:
-            evaluations[attack] = run_settings.attack(
-                dataset, attack, HYPERPARAMETERS, num_examples
+    for run in RUNS.values():
+        if not run.selected:
+            EXPERIMENT.sync(run)
+    for dataset, body in EXPERIMENT.sweeps.items():
+        for method, sweep in body.items():
+            folder = experiments.sweep_folder(dataset, method)
+            selection = f"{folder}/selection.json"
+            run_settings.sync(
+                f"{folder}/sweep.json",
+                EXPERIMENT.sweep_spec(dataset, method),
+                [selection] if sweep["select"] else [],
+                run_settings.made_with(selection),
             )
-        for method, seed in [(m, s) for m in METHODS for s in SEEDS]:
-            run = run_dir(dataset, method, seed)
-            train = run_settings.train(
-                dataset, method, HYPERPARAMETERS, steps=steps, replicate=seed
-            )
-            outputs = [f"{run}/{name}" for name in TRAIN_OUTPUTS]
-            outputs.append(
-                f"results/benchmarks/train/seed~{seed}/{dataset}/{method}.tsv"
-            )
-            recorded = run_settings.made_with(f"{run}/train_metrics.json")
-            run_settings.sync(f"{run}/settings.json", train, outputs, recorded)
-            model = f"{run}/model.pt" if run_settings.matches(train, recorded) else None
-            for name, (folder, bench) in evaluation_jobs(dataset, method, seed).items():
-                names = ACCURACY_OUTPUTS if name == "accuracy" else ATTACK_OUTPUTS
-                outputs = [f"{folder}/{leaf}" for leaf in names] + [bench]
-                settings = run_settings.of_model(evaluations[name], train)
-                recorded = run_settings.made_with(f"{folder}/summary.json")
-                run_settings.sync(
-                    f"{folder}/settings.json", settings, outputs, recorded, model
-                )
 
 
 def warn_about_runs_before_seeds():
@@ -150,13 +148,48 @@ def warn_about_runs_before_seeds():
 
 
 warn_about_runs_before_seeds()
-TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "train_metrics.json")
-ACCURACY_OUTPUTS = ("summary.json", "per_example.csv")
-ATTACK_OUTPUTS = ("summary.json", "per_example.csv", "examples.npz", "trace.npz")
 try:
     sync_settings_files()
 except ConfigError as exc:
     sys.exit("attrrob: error: " + " ".join(str(exc).split()))
+
+
+def selected_settings(run):
+    """A main run of a method whose sweep selects: its settings files, from the selection file
+    (once that exists: until then the checkpoint holds the job back). Content that did not change
+    is not rewritten, so an unchanged choice retrains nothing."""
+    from attrrob import selection
+
+    path = checkpoints.select.get(dataset=run.dataset, method=run.method).output[0]
+    try:
+        EXPERIMENT.sync(run, chosen=selection.chosen_point(path))
+    except AttrrobError as exc:
+        sys.exit("attrrob: error: " + " ".join(str(exc).split()))
+
+
+def settings_file(evaluation=None, split="test"):
+    """Input function: the settings file of a run's training (or of `evaluation` on `split`)."""
+
+    def settings(wildcards):
+        run = run_of(wildcards)
+        if run.selected:
+            selected_settings(run)
+        if evaluation is None:
+            return f"{run.dir}/settings.json"
+        name = getattr(wildcards, "attack", None) if evaluation == "attack" else "accuracy"
+        return f"{EXPERIMENT.evaluation_jobs(run, split)[name][0]}/settings.json"
+
+    return settings
+
+
+def run_param(field):
+    """The run's data set or method, as a params function."""
+    return lambda wildcards: getattr(run_of(wildcards), field)
+
+
+def checkpoint_dir(wildcards):
+    run = run_of(wildcards)
+    return f"checkpoints/{run.dataset}/{run.method}"
 
 
 def mirror_option(wildcards):
@@ -186,37 +219,53 @@ def prepared_data(wildcards):
     # ancient(): a DVC checkout gives files arbitrary modification times; a prepared file that
     # merely looks newer must not retrain every model (content changes rerun through the
     # params/code triggers and through upstream jobs that do run).
-    return ancient(prepared(wildcards.dataset))
+    dataset = getattr(wildcards, "dataset", None) or run_of(wildcards).dataset
+    return ancient(prepared(dataset))
 
 
 def trained_model(wildcards):
     # Not ancient(): Snakemake does not rerun a job whose only link to a rerun job is ancient
     # (so a retrained model would keep its old evaluations until the next invocation). A model
-    # that merely looks newer (a DVC checkout) is handled in sync_settings_files instead.
-    return f"{run_dir(wildcards.dataset, wildcards.method, wildcards.seed)}/model.pt"
+    # that merely looks newer (a DVC checkout) is handled in sync_settings_files instead. A sweep
+    # point of attack settings evaluates its main run's model (EXPERIMENT.model_run).
+    return f"{EXPERIMENT.model_run(run_of(wildcards)).dir}/model.pt"
 
 
 def raw_data(wildcards):
     return ancient(f"data/raw/{wildcards.dataset}")
 
 
-def result_files(datasets):
-    """Every training and evaluation output the reports of `datasets` read."""
+def validation_results(wildcards):
+    """The validation summaries a sweep's selection reads (every point × sweep seed)."""
     files = []
-    for dataset, seed in [(d, s) for d in datasets for s in SEEDS]:
-        for method in METHODS:
-            run = run_dir(dataset, method, seed)
+    for run in EXPERIMENT.sweep_runs(wildcards.dataset, wildcards.method):
+        for folder, _, _ in EXPERIMENT.evaluation_jobs(run, "validation").values():
+            files.append(f"{folder}/summary.json")
+    return files
+
+
+def result_files(datasets):
+    """Every training and evaluation output the reports of `datasets` read: of every run (main
+    runs and sweep points), and each sweep's sweep.json and selection file."""
+    files = []
+    for run in RUNS.values():
+        if run.dataset not in datasets:
+            continue
+        model_run = EXPERIMENT.model_run(run)
+        files += [f"{model_run.dir}/train_log.csv", f"{model_run.dir}/train_metrics.json"]
+        files.append(f"{run.dir}/accuracy/summary.json")
+        for attack in ATTACKS:
             files += [
-                f"{run}/train_log.csv",
-                f"{run}/train_metrics.json",
-                f"{run}/accuracy/summary.json",
+                f"{run.dir}/attack_{attack}/{name}"
+                for name in ("summary.json", "per_example.csv", "examples.npz")
             ]
-            for attack in ATTACKS:
-                files += [
-                    f"{run}/attack_{attack}/summary.json",
-                    f"{run}/attack_{attack}/per_example.csv",
-                    f"{run}/attack_{attack}/examples.npz",
-                ]
+    for dataset, body in EXPERIMENT.sweeps.items():
+        if dataset in datasets:
+            for method, sweep in body.items():
+                folder = f"results/sweeps/{dataset}/{method}"
+                files.append(f"{folder}/sweep.json")
+                if sweep["select"]:
+                    files.append(f"{folder}/selection.json")
     return files
 
 

@@ -6,11 +6,8 @@
 def _training_jobs_to_run():
     """(dataset, method) of the training jobs this run will start."""
     jobs = workflow.dag.needrun_jobs()
-    return [
-        (job.wildcards["dataset"], job.wildcards["method"])
-        for job in jobs
-        if job.rule.name == "train"
-    ]
+    runs = [RUNS[job.wildcards["run"]] for job in jobs if job.rule.name == "train"]
+    return [(run.dataset, run.method) for run in runs]
 
 
 def _jobs_run_here():

@@ -1,4 +1,5 @@
-# Training, one model per seed of `seeds:` (results/seed~<s>/...). Resumable state lives in
+# Training, one model per run (attrrob.experiments): per seed of `seeds:` (results/seed~<s>/...)
+# and per sweep point (results/seed~<s>/<dataset>/<method>/sweep/<point>/). Resumable state lives in
 # checkpoints/{dataset}/{method}/settings~<digest>/ (the digest holds the training seed), deliberately
 # not a declared output: Snakemake deletes the outputs of a failed or interrupted job, and the
 # checkpoints must survive so that `snakemake --rerun-incomplete` resumes the run instead of
@@ -9,15 +10,15 @@
 rule train:
     input:
         data=prepared_data,
-        settings="results/seed~{seed}/{dataset}/{method}/settings.json",
+        settings=settings_file(),
     output:
-        model="results/seed~{seed}/{dataset}/{method}/model.pt",
-        log_csv="results/seed~{seed}/{dataset}/{method}/train_log.csv",
-        metrics="results/seed~{seed}/{dataset}/{method}/train_metrics.json",
+        model="results/{run}/model.pt",
+        log_csv="results/{run}/train_log.csv",
+        metrics="results/{run}/train_metrics.json",
     log:
-        "logs/train/seed~{seed}/{dataset}/{method}.log",
+        "logs/train/{run}.log",
     benchmark:
-        "results/benchmarks/train/seed~{seed}/{dataset}/{method}.tsv"
+        "results/benchmarks/train/{run}.tsv"
     conda:
         "../../envs/attrrob.yaml"
     threads: RESOURCES["train"]["threads"]
@@ -29,10 +30,12 @@ rule train:
     params:
         device=config["device"],
         out=folder_of("model"),
-        checkpoints="checkpoints/{dataset}/{method}",
+        checkpoints=checkpoint_dir,
+        dataset=run_param("dataset"),
+        method=run_param("method"),
     shell:
-        "attrrob train --settings {input.settings} --dataset {wildcards.dataset}"
-        " --method {wildcards.method} --data {input.data} --out {params.out}"
+        "attrrob train --settings {input.settings} --dataset {params.dataset}"
+        " --method {params.method} --data {input.data} --out {params.out}"
         " --checkpoint-dir {params.checkpoints} --device {params.device} --threads {threads}"
         " --no-progress"
         " > {log} 2>&1"

@@ -11,6 +11,7 @@ VERBS = {
     "train": ("attrrob.cli.train", "train a model with one of the seven objectives (resumable)"),
     "evaluate-accuracy": ("attrrob.cli.evaluate_accuracy", "natural and PGD adversarial accuracy"),
     "evaluate": ("attrrob.cli.evaluate", "attribution attack (topk, random, mass_center, targeted, noise)"),
+    "select": ("attrrob.selection", "choose a sweep's value from its validation results (never test)"),
     "collect-results": ("attrrob.cli.collect_results", "results tables, metrics.json and curves for DVC/README"),
 }
 

@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=Path, default=None,
                    help="targeted attack: .npy [H, W] array, non-zero = target pixels "
                         "(default: a per-image random square of ceil(sqrt(k_attack))^2 pixels)")
+    p.add_argument("--split", choices=("test", "validation"), default="test",
+                   help="which split to attack (validation: for choosing a sweep's value, never test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the per-image random streams")
     p.add_argument("--save-examples", type=int, default=8, metavar="K", help="images kept for the picture grid")
     add_run_options(p)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
         if bound is not None and bound != model_digest:
             raise AttrrobError(f"--settings {args.settings} is for the model of settings {bound}; {args.model} "
                                f"was trained with settings {model_digest}: pass that run's model and settings")
-        x, y = load_split(args.data, "test", args.dataset, log)
+        x, y = load_split(args.data, args.split, args.dataset, log)
         resolve_num_examples(settings, len(x), args.data)
         log.info("evaluate %s attack on %s/%s (%s, step %d): settings %s, device %s, threads %d, %d images",
                  args.attack if attack == args.attack else f"{args.attack} ({attack} variant)", args.dataset,
@@ -100,6 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         outcome.summary["model"] = str(args.model)
         outcome.summary["settings"][MODEL] = model_digest  # which model these numbers are of
         outcome.summary["attack_name"] = args.attack  # the variant's name, or the attack's
+        outcome.summary["split"] = args.split
         write_attack_outputs(args.out, outcome)
         summary = outcome.summary
         counts, found = summary["counts"], summary["metrics"]
