@@ -116,7 +116,8 @@ def sync_settings_files():
     Snakemake reruns exactly those jobs, in this invocation. An evaluation's settings name its
     model (by the digest of its training settings), so a retrained model reruns them too. The main
     runs of a method whose sweep selects a value are written once the selection exists
-    (selected_settings); each sweep's sweep.json, which `attrrob select` and the reports read, here."""
+    (selected_settings); each sweep's sweep.json, which `attrrob select` and the reports read, here.
+    """
     from attrrob import experiments, run_settings
 
     for run in RUNS.values():
@@ -176,7 +177,9 @@ def settings_file(evaluation=None, split="test"):
             selected_settings(run)
         if evaluation is None:
             return f"{run.dir}/settings.json"
-        name = getattr(wildcards, "attack", None) if evaluation == "attack" else "accuracy"
+        name = (
+            getattr(wildcards, "attack", None) if evaluation == "attack" else "accuracy"
+        )
         return f"{EXPERIMENT.evaluation_jobs(run, split)[name][0]}/settings.json"
 
     return settings
@@ -252,7 +255,10 @@ def result_files(datasets):
         if run.dataset not in datasets:
             continue
         model_run = EXPERIMENT.model_run(run)
-        files += [f"{model_run.dir}/train_log.csv", f"{model_run.dir}/train_metrics.json"]
+        files += [
+            f"{model_run.dir}/train_log.csv",
+            f"{model_run.dir}/train_metrics.json",
+        ]
         files.append(f"{run.dir}/accuracy/summary.json")
         for attack in ATTACKS:
             files += [
