@@ -91,6 +91,8 @@ try:
 except ConfigError as exc:
     sys.exit("attrrob: error: " + " ".join(str(exc).split()))
 RUNS = EXPERIMENT.by_name()
+# Where the reports read sweeps from ("" without sweeps: the reports read as before).
+SWEEPS_DIR = "results/sweeps" if EXPERIMENT.sweeps else ""
 # Attacks a selection measures on validation (an attack variant need not be in `attacks:`).
 SELECTION_ATTACKS = sorted(
     {

@@ -81,11 +81,13 @@ rule report_dataset:
         seeds=json_list(str(seed) for seed in SEEDS),
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
+        sweeps_dir=SWEEPS_DIR,
     shell:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
         " -p results_dir {params.results_dir} -p dataset {wildcards.dataset}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q} -p seeds {params.seeds:q}"
+        " -p sweeps_dir {params.sweeps_dir:q}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output {wildcards.dataset}"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"
@@ -116,8 +118,9 @@ rule collect_results:
         methods=" ".join(METHODS),
         attacks=" ".join(ATTACKS),
         seeds=seeds_option(),
+        sweeps=f"--sweeps {SWEEPS_DIR}" if SWEEPS_DIR else "",
     shell:
-        "attrrob collect-results --results-dir results --seeds {params.seeds}"
+        "attrrob collect-results --results-dir results --seeds {params.seeds} {params.sweeps}"
         " --datasets {params.datasets}"
         " --methods {params.methods} --attacks {params.attacks}"
         " --metrics {output.metrics} --table {output.table} --curves {output.curves}"

@@ -12,6 +12,9 @@ Reads only what `attrrob.report` reads (nothing is recomputed) and writes, atomi
   <figures>/<dataset>/<quantity>.png  the reports' figures as image files (`dvc plots show`, which
                                 shows images offline), each titled with its data set, quantity
                                 and methods
+With --sweeps (the workflow's results/sweeps), each sweep's points with their test numbers beside
+the main runs, the chosen point marked (attrrob.report.sweeps): under <dataset>.<method>.sweep in
+metrics.json, a "Sweeps" section in table.md, and <figures>/<dataset>/sweep_<method>_<key>.png.
 and, with --readme, fills the README's results section between its markers.
 """
 
@@ -73,6 +76,17 @@ def metrics(results_dir, datasets, methods, attacks, seeds=None) -> dict:
                 across.update(report.seeds.metrics_entry(per_seed, index, ACCURACY_METRICS))
                 across[attack] = report.seeds.metrics_entry(per_seed, index, ATTACK_METRICS)
     return out
+
+
+def _json_safe(value):
+    """NaN (no value, no interval) as null: JSON has no NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value
 
 
 def _mean_or_none(values) -> float | None:
@@ -217,6 +231,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=_seed, metavar="SEED",
                         help="training seeds to aggregate over, each in <results-dir>/seed~<SEED>/ (the "
                              "workflow's layout); without it, <results-dir> is one run's tree")
+    parser.add_argument("--sweeps", type=Path, default=None, metavar="DIR",
+                        help="sweeps to report: DIR/<dataset>/<method>/sweep.json (and selection.json), "
+                             "whose run folders are relative to the working directory")
     args = parser.parse_args(argv)
     if not any((args.metrics, args.table, args.curves, args.figures, args.readme)):
         parser.error("nothing to write: give --metrics, --table, --curves, --figures and/or --readme")
@@ -230,11 +247,17 @@ def main(argv: list[str] | None = None) -> None:
             raise AttrrobError(f"--seeds: {report.seeds.seed_dir(args.results_dir, seed)} does not exist; "
                                "run the workflow with that seed first")
     where = (args.results_dir, args.datasets, args.methods, args.attacks)
+    sweeps = [] if args.sweeps is None else [report.sweeps.summarise(spec, args.attacks[0]) for spec in
+                                             report.sweeps.load(args.sweeps, args.datasets, args.methods)]
     if args.metrics:
-        outputs.write_json(args.metrics, metrics(*where, seeds=args.seeds))
+        found = metrics(*where, seeds=args.seeds)
+        for summary in sweeps:
+            found.setdefault(summary["dataset"], {}).setdefault(summary["method"], {})["sweep"] = _json_safe(summary)
+        outputs.write_json(args.metrics, found)
     table = tables(*where, seeds=args.seeds) if args.table or args.readme else None
     if args.table:
-        outputs.write_text(args.table, table)
+        extra = "".join("\n" + report.sweeps.markdown(summary) for summary in sweeps)
+        outputs.write_text(args.table, table + ("\n## Sweeps\n" + extra if extra else ""))
     # Training curves and figures are per run: the first seed's (the reports' too).
     one = report.seeds.seed_dir(args.results_dir, args.seeds[0]) if args.seeds else args.results_dir
     if args.curves:
@@ -243,6 +266,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
         write_figures(one, args.datasets, args.methods, args.attacks, args.figures)
+        for summary in sweeps:
+            for index, (_, key, _) in enumerate(summary["swept"]):
+                path = args.figures / summary["dataset"] / f"sweep_{summary['method']}_{key}.png"
+                _save_figure(report.sweeps.plot_sensitivity(summary, index),
+                             report.sweeps.figure_title(summary, index), path)
     if args.readme:
         fill_readme(args.readme, table)
 

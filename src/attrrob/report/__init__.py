@@ -30,7 +30,7 @@ from .figures import (METHOD_COLOURS, collect_eps_points, common_example_indices
                       training_note)
 from .lens import CONTROL, lens_comparison, lens_html, lens_markdown, plot_noise_forest
 from .protocol import claim_verdict, protocol_line, protocol_markdown
-from . import figures, lens, load, protocol, seeds, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
+from . import figures, lens, load, protocol, seeds, sweeps, tables  # noqa: E402  (the submodules, for `report.tables.paired_difference`)
 
 STYLE = """<style>
 /* Doubled selectors: JupyterLab's own table rules (.jp-RenderedHTMLCommon td ...) must not win. */

@@ -1,0 +1,210 @@
+"""Sweeps in the reports: every sweep point's test numbers beside the main runs, the chosen point
+marked (with the validation value that chose it), and a sensitivity plot per swept setting.
+
+A sweep is described by the workflow's `results/sweeps/<dataset>/<method>/sweep.json`
+(attrrob.experiments) and, with `select:`, its `selection.json` (attrrob.selection). A point's
+value of a metric is the mean over its sweep seeds of each seed's mean over test images; its
+interval is a 95% t interval over seeds when it has more than one seed, else the interval over test
+images of its one run (each entry says which).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..errors import DataError
+from ..intervals import mean_ci
+from .load import dataset_name, method_name
+
+# (label, evaluation, summary key, percent?)
+SWEEP_METRICS = (("NA", "accuracy", "natural_accuracy", True), ("AA", "accuracy", "adversarial_accuracy", True),
+                 ("IN", "attack", "topk_intersection", True), ("τ", "attack", "kendall_tau", False))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
+
+
+def load(sweeps_root: str | Path, datasets: Iterable[str], methods: Iterable[str]) -> list[dict]:
+    """The sweeps of these data sets and methods: each sweep.json with its `selection` (or None)."""
+    found = []
+    for dataset in datasets:
+        for method in methods:
+            folder = Path(sweeps_root) / dataset / method
+            spec = _read_json(folder / "sweep.json")
+            if spec is not None:
+                spec["selection"] = _read_json(folder / "selection.json")
+                found.append(spec)
+    return found
+
+
+def _finite(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else math.nan
+
+
+def run_values(runs: Mapping[str, str], attack: str) -> dict:
+    """Per metric over the runs of one point (seed → run folder): mean, interval, which, per seed."""
+    out = {}
+    for label, kind, key, _ in SWEEP_METRICS:
+        per_seed = {}
+        for seed, run in runs.items():
+            folder = Path(run) / ("accuracy" if kind == "accuracy" else f"attack_{attack}")
+            summary = _read_json(folder / "summary.json")
+            if summary is None:
+                continue
+            entry = summary.get(key) if kind == "accuracy" else (summary.get("metrics") or {}).get(key)
+            if entry:
+                per_seed[seed] = {name: _finite(entry.get(name)) for name in ("mean", "ci_low", "ci_high")}
+        if len(per_seed) > 1:
+            over = mean_ci([value["mean"] for value in per_seed.values()])
+            interval = f"t interval over {over['n']} seeds"
+            value = {"mean": over["mean"], "ci_low": over["ci_low"], "ci_high": over["ci_high"]}
+        elif per_seed:
+            value, interval = dict(next(iter(per_seed.values()))), "over test images (1 seed)"
+        else:
+            value, interval = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, "no result"
+        out[label] = {**value, "interval": interval, "per_seed": {s: v["mean"] for s, v in per_seed.items()}}
+    return out
+
+
+def summarise(spec: Mapping, attack: str) -> dict:
+    """A sweep's test numbers: each point (chosen marked) and the method's main runs."""
+    selection = spec.get("selection") or {}
+    chosen = (selection.get("chosen") or {}).get("label")
+    validation = {c["label"]: c for c in selection.get("candidates", [])}
+    points = []
+    for point in spec["points"]:
+        entry = {"label": point["label"], "point": point["point"], "seeds": sorted(point["runs"], key=int),
+                 "test": run_values(point["runs"], attack), "chosen": point["label"] == chosen}
+        if point["label"] in validation:
+            entry["validation"] = {"metric": selection["metric"], "value": validation[point["label"]]["value"],
+                                   "ci_low": validation[point["label"]]["ci_low"],
+                                   "ci_high": validation[point["label"]]["ci_high"],
+                                   "interval": validation[point["label"]]["interval"]}
+        points.append(entry)
+    return {"dataset": spec["dataset"], "method": spec["method"], "attack": attack, "swept": spec["swept"],
+            "points": points, "main": {"seeds": sorted(spec["main_runs"], key=int),
+                                       "test": run_values(spec["main_runs"], attack)},
+            "selection": None if not selection else {key: selection[key] for key in
+                                                     ("metric", "attack", "rule", "split", "num_examples", "chosen")}}
+
+
+def _cell(value: Mapping, percent: bool) -> str:
+    if not math.isfinite(value["mean"]):
+        return "—"
+    scale = 100 if percent else 1
+    text = f"{scale * value['mean']:.2f}" if percent else f"{value['mean']:.3f}"
+    if math.isfinite(value["ci_low"]):
+        low, high = scale * value["ci_low"], scale * value["ci_high"]
+        text += f" [{low:.2f}, {high:.2f}]" if percent else f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def markdown(summary: Mapping) -> str:
+    """A sweep as a Markdown table: each point's test NA, AA, IN, τ (and the main runs' row)."""
+    selection = summary["selection"]
+    lines = [f"### Sweep: {dataset_name(summary['dataset'])}, {method_name(summary['method'])}", ""]
+    if selection:
+        lines.append(f"Chosen on the {selection['split']} split ({selection['num_examples']} images), never "
+                     f"test: {selection['rule']}. Chosen: **{selection['chosen']['label']}**; the main runs "
+                     "train with it.")
+    else:
+        lines.append("No selection: every point is reported; the main runs keep the configured settings.")
+    lines += ["", f"Test numbers, `{summary['attack']}` attack for IN and τ; 95% intervals over seeds with "
+              "several seeds, else over test images (the Interval column says which).", ""]
+    validation = f" | validation {selection['metric']}" if selection else ""
+    lines.append("| Point | Seeds | " + " | ".join(label for label, *_ in SWEEP_METRICS) + validation
+                 + " | Interval |")
+    lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0)))
+
+    def row(name, seeds, test, extra):
+        cells = [_cell(test[label], percent) for label, _, _, percent in SWEEP_METRICS]
+        interval = test["NA"]["interval"]
+        return f"| {name} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + extra + f" | {interval} |"
+
+    for point in summary["points"]:
+        name = f"**{point['label']}** (chosen)" if point["chosen"] else point["label"]
+        extra = ""
+        if selection:
+            v = point.get("validation")
+            extra = " | " + (_cell({"mean": _finite(v["value"]), "ci_low": _finite(v["ci_low"]),
+                                    "ci_high": _finite(v["ci_high"])}, v["metric"] != "tau") if v else "—")
+        lines.append(row(name, point["seeds"], point["test"], extra))
+    lines.append(row("main runs", summary["main"]["seeds"], summary["main"]["test"], " | —" if selection else ""))
+    return "\n".join(lines) + "\n"
+
+
+def _numeric(values: Sequence[Any]) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def plot_sensitivity(summary: Mapping, key_index: int):
+    """NA, AA, IN and τ on test against the swept setting `swept[key_index]`, one line per
+    combination of the other swept settings; intervals as in `summarise`; the chosen point ringed."""
+    from .figures import _figure
+
+    section, key, values = summary["swept"][key_index]
+    fig = _figure(12.5, 3.2)
+    axes = fig.subplots(1, len(SWEEP_METRICS))
+    numeric = _numeric(values)
+    positions = {json.dumps(v): (v if numeric else i) for i, v in enumerate(values)}
+    groups: dict[str, list] = {}
+    for point in summary["points"]:
+        rest = [f"{k}={v}" for i, (s, k, v) in enumerate(point["point"]) if i != key_index]
+        groups.setdefault(", ".join(rest), []).append(point)
+    log_x = numeric and min(values) > 0 and max(values) / min(values) >= 10
+    for ax, (label, _, _, percent) in zip(axes, SWEEP_METRICS):
+        scale = 100 if percent else 1
+        for name, points in groups.items():
+            xs = [positions[json.dumps(p["point"][key_index][2])] for p in points]
+            ys = [scale * p["test"][label]["mean"] for p in points]
+            lows = [scale * p["test"][label]["ci_low"] for p in points]
+            highs = [scale * p["test"][label]["ci_high"] for p in points]
+            err = [[max(0.0, y - lo) if math.isfinite(lo) else 0.0 for y, lo in zip(ys, lows)],
+                   [max(0.0, hi - y) if math.isfinite(hi) else 0.0 for y, hi in zip(ys, highs)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name or None)
+            for x, y, p in zip(xs, ys, points):
+                if p["chosen"]:
+                    ax.plot([x], [y], marker="o", markersize=14, markerfacecolor="none", color="black",
+                            label="chosen (validation)")
+        if log_x:
+            ax.set_xscale("log")
+        if not numeric:
+            ax.set_xticks(range(len(values)), [str(v) for v in values])
+        ax.set_xlabel(key if section == "train" else f"{section}.{key}")
+        ax.set_ylabel(f"test {label}" + (" (%)" if percent else ""))
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if labels:
+        unique = dict(zip(labels, handles))
+        axes[0].legend(unique.values(), unique.keys(), fontsize="small")
+    return fig
+
+
+def interval_note(summary: Mapping) -> str:
+    kinds = sorted({p["test"]["NA"]["interval"] for p in summary["points"]})
+    return "Error bars: 95% " + "; ".join(kinds) + "."
+
+
+def figure_title(summary: Mapping, key_index: int) -> str:
+    section, key, _ = summary["swept"][key_index]
+    return (f"{dataset_name(summary['dataset'])}, {method_name(summary['method'])}: test NA, AA, IN, τ "
+            f"({summary['attack']} attack) against {key if section == 'train' else section + '.' + key}")
+
+
+def html(sweeps_root: str | Path, dataset: str, methods: Iterable[str], attack: str) -> list[tuple[str, Any, str]]:
+    """For a data set's report: per sweep, (Markdown table, sensitivity figures, their note)."""
+    out = []
+    for spec in load(sweeps_root, [dataset], methods):
+        summary = summarise(spec, attack)
+        figures = [(plot_sensitivity(summary, i), figure_title(summary, i)) for i in range(len(summary["swept"]))]
+        out.append((markdown(summary), figures, interval_note(summary)))
+    return out
