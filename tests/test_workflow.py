@@ -18,7 +18,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = ("config/config.yaml", "config/quickstart.yaml", "config/mnist_mirror.yaml", "config/mnist_cpu.yaml",
-           "config/flower_rar_sarkar.yaml")
+           "config/flower_rar_sarkar.yaml", "config/sweep_digits.yaml")
 # What a copy of the workflow needs besides the installed package.
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "envs", "dvc.yaml", "params.yaml",
                   ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore", "pyproject.toml",
@@ -202,7 +202,13 @@ EXPECTED_JOBS = {
     "config/mnist_mirror.yaml": (1, 7, 1),
     "config/mnist_cpu.yaml": (1, 5, 3),  # the paper's top-k attack, its topk_k75 variant, the noise control
     "config/flower_rar_sarkar.yaml": (1, 7, 1),
+    "config/sweep_digits.yaml": (1, 2, 1),
 }
+# Jobs a config's sweeps add: 3 values of Sarkar's λ, each trained and evaluated on test, and on
+# validation for the selection.
+SWEEP_JOBS = {"config/sweep_digits.yaml": {"train": 3, "evaluate_accuracy": 3, "evaluate_attack": 3,
+                                           "evaluate_validation_accuracy": 3, "evaluate_validation_attack": 3,
+                                           "select": 1}}
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -210,11 +216,15 @@ def test_dry_run_schedules_the_whole_pipeline(workdir, path):
     result = snakemake(workdir, "-n", "--configfile", path)
     assert result.returncode == 0, result.stdout + result.stderr
     datasets, methods, attacks = EXPECTED_JOBS[path]
-    assert job_counts(result.stdout + result.stderr) == {
-        "download": datasets, "prepare": datasets, "train": datasets * methods,
-        "evaluate_accuracy": datasets * methods, "evaluate_attack": datasets * methods * attacks,
+    runs = datasets * methods * len(yaml.safe_load((REPO / path).read_text()).get("seeds", [0]))
+    expected = {
+        "download": datasets, "prepare": datasets, "train": runs,
+        "evaluate_accuracy": runs, "evaluate_attack": runs * attacks,
         "report_summary": 1, "report_dataset": datasets, "collect_results": 1, "all": 1,
     }
+    for rule, count in SWEEP_JOBS.get(path, {}).items():
+        expected[rule] = expected.get(rule, 0) + count
+    assert job_counts(result.stdout + result.stderr) == expected
 
 
 def test_commands_carry_config_mirror_and_gpu_requests(workdir):
