@@ -96,8 +96,8 @@ class JobWatch:
 
 
 def _train_method(comment: str) -> str | None:
-    # The plugin's comment: rule, then wildcard values (seed, data set, method; seed 0 here).
-    found = re.fullmatch(r"rule_train_wildcards_(?:\d+_)?digits_(?:\d+_)?([a-z_]+?)(?:_\d+)?", comment)
+    # The plugin's comment: rule, then wildcard values with / as _ (the run seed~0/digits/<method>).
+    found = re.fullmatch(r"rule_train_wildcards_(?:(?:seed~)?\d+_)?digits_(?:\d+_)?([a-z_]+?)(?:_\d+)?", comment)
     return found.group(1) if found else None
 
 
@@ -224,7 +224,7 @@ def test_every_job_ran_in_the_cpu_partition_with_its_rule_in_the_comment(runs):
         assert partition == "cpu", f"job {job_id} ({comment}) ran in {partition!r}"
         want = "CANCELLED" if cancelled and job_id == cancelled["job_id"] else "COMPLETED"
         assert state == want, f"job {job_id} ({comment}): {state}"
-        rule = re.fullmatch(r"rule_([a-z_]+?)(_wildcards_\w+)?", comment)
+        rule = re.fullmatch(r"rule_([a-z_]+?)(_wildcards_[\w~.]+)?", comment)
         assert rule and rule.group(1) in ALL_RULES - {"all"}, comment
 
 
