@@ -157,9 +157,10 @@ def _save_figure(figure, title: str, path: Path) -> None:
     outputs.write_bytes(path, buffer.getvalue())
 
 
-def write_figures(results_dir, datasets, methods, attacks, out_dir: Path) -> list[Path]:
+def write_figures(results_dir, datasets, methods, attacks, out_dir: Path, seeds=None) -> list[Path]:
     """Per data set: training curves, and per attack the forest plot and the per-image τ and IN
-    violins, as PNG files titled "<data set>: <quantity> (<methods>)"."""
+    violins, as PNG files titled "<data set>: <quantity> (<methods>)". Figures are of one seed's
+    tree (`results_dir`), except the forest plot with several `seeds` (sibling seed~<s> trees)."""
     written = []
     for dataset in datasets:
         name = report.dataset_name(dataset)
@@ -172,9 +173,14 @@ def write_figures(results_dir, datasets, methods, attacks, out_dir: Path) -> lis
             table = report.collect_table(results_dir, [dataset], methods, attack)
             per_example = report.collect_per_example(results_dir, [dataset], methods, attack)
             shown = [report.method_name(m) for m in dict.fromkeys(per_example["method"])] if len(per_example) else []
+            forest, label = report.plot_forest(table), f"NA, AA, IN, CO with 95% CIs, {attack} attack"
+            if seeds and len(seeds) > 1:  # the mean over seeds with its t interval, each seed a dot
+                over, per_seed = report.seeds.table(Path(results_dir).parent, seeds, [dataset], methods, attack)
+                forest = report.plot_forest(over, per_seed=per_seed)
+                label = (f"NA, AA, IN, CO: mean over {len(seeds)} seeds with 95% t intervals over seeds, each "
+                         f"seed's value a hollow dot; {attack} attack")
             figures += [
-                (f"forest_{attack}", f"NA, AA, IN, CO with 95% CIs, {attack} attack",
-                 [report.method_name(m) for m in methods], report.plot_forest(table)),
+                (f"forest_{attack}", label, [report.method_name(m) for m in methods], forest),
                 (f"kendall_tau_{attack}", f"per-image Kendall τ, {attack} attack", shown,
                  report.plot_metric_distribution(per_example, "kendall_tau")),
                 (f"in_{attack}", f"per-image IN (%), {attack} attack", shown,
@@ -265,7 +271,7 @@ def main(argv: list[str] | None = None) -> None:
         write_training_curves(one, args.datasets, args.methods, args.curves)
     if args.figures:
         args.figures.mkdir(parents=True, exist_ok=True)
-        write_figures(one, args.datasets, args.methods, args.attacks, args.figures)
+        write_figures(one, args.datasets, args.methods, args.attacks, args.figures, seeds=args.seeds)
         for summary in sweeps:
             for index, (_, key, _) in enumerate(summary["swept"]):
                 path = args.figures / summary["dataset"] / f"sweep_{summary['method']}_{key}.png"

@@ -71,10 +71,12 @@ def _spec(key: str) -> Metric:
 
 
 @_styled
-def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
+def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS,
+                per_seed: Mapping[Any, pd.DataFrame] | None = None):
     """Point and 95% CI per method (y axis, in the table's order), one panel per metric (columns)
     and data set (rows); published values as hollow markers. Metrics without a value in any row are
-    left out. None when there is nothing to draw."""
+    left out. With `per_seed` (seed → that seed's table, attrrob.report.seeds.table), each seed's
+    value as a small dot just below its method's line. None when there is nothing to draw."""
     from matplotlib.ticker import MaxNLocator
 
     keys = [k for k in metrics if len(table) and table[f"{k}_mean"].notna().any()]
@@ -102,6 +104,7 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
                         ax.plot([low * scale, high * scale], [y, y], color=colour, linewidth=2.2,
                                 solid_capstyle="butt")
                     ax.plot(mean * scale, y, "o", color=colour, markersize=5.5, zorder=3)
+                _seed_dots(ax, per_seed, dataset, method, key, y, scale, colour)
                 published = row.get(f"{key}_published", math.nan) if (row is not None and spec.published) else math.nan
                 if not math.isnan(published):
                     ax.plot(published * scale, y, "o", markerfacecolor="none", markeredgecolor=colour,
@@ -132,6 +135,15 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS):
         fig.legend(handles, ["reproduced: mean and 95% CI", "published"], loc="outside lower center",
                    ncols=2, frameon=False, fontsize="small")
     return fig
+
+
+def _seed_dots(ax, per_seed, dataset: str, method: str, key: str, y: float, scale: float, colour) -> None:
+    """Each seed's mean of one method and metric, as small hollow dots 0.25 below the method's line."""
+    for frame in (per_seed or {}).values():
+        rows = frame[(frame["dataset"] == dataset) & (frame["method"] == method)]
+        if len(rows) and not math.isnan(rows.iloc[0][f"{key}_mean"]):
+            ax.plot(rows.iloc[0][f"{key}_mean"] * scale, y + 0.25, "o", markerfacecolor="none",
+                    markeredgecolor=colour, markersize=3.5, markeredgewidth=1.0, zorder=3)
 
 
 def forest_shows_published(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS) -> bool:
