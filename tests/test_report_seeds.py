@@ -84,3 +84,19 @@ def test_the_reports_say_which_seed_they_show():
 
     assert seeds.report_note(["0"]) == "1 seed: intervals over test images only (none over training seeds)."
     assert seeds.report_note(["3", "5"]).startswith("These pages show the models of seed 3, one of 2 training seeds")
+
+
+def test_the_forest_plot_over_seeds_draws_each_seeds_value(tmp_path):
+    from attrrob import report
+
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        for offset, method in enumerate(("ig_sum_norm", "sarkar")):
+            _write_method(root / f"seed~{seed}", "mnist", method, seed=10 * seed + offset)
+    table, per_seed = report.seeds.table(root, [0, 1, 2], ["mnist"], ["ig_sum_norm", "sarkar"])
+    figure = report.plot_forest(table, metrics=("NA",), per_seed=per_seed)
+    ax = figure.axes[0]
+    dots = [line for line in ax.lines if line.get_markerfacecolor() == "none" and line.get_markersize() < 5]
+    na = sorted(100 * json.loads((root / f"seed~{s}/mnist/{m}/accuracy/summary.json").read_text())
+                ["natural_accuracy"]["mean"] for s in (0, 1, 2) for m in ("ig_sum_norm", "sarkar"))
+    assert sorted(float(line.get_xdata()[0]) for line in dots) == pytest.approx(na)
