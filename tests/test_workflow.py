@@ -139,6 +139,10 @@ BAD_CONFIGS = {
     "unknown method": ({"methods": ["natural", "trades"]}, "methods.1: 'trades' is not one of"),
     "bad device": ({"device": "tpu"}, "device: 'tpu' does not match"),
     "negative train_steps": ({"train_steps": 0}, "train_steps: 0 is less than the minimum of 1"),
+    "swept value out of range": ({"sweeps": {"mnist": {"sarkar": {"train": {"lam": [0.1, -2.0]}}}}},
+                                 "sweeps.mnist.sarkar.train.lam: must be ≥ 0, got -2.0"),
+    "swept value not a list": ({"sweeps": {"mnist": {"sarkar": {"train": {"lam": 0.1}}}}},
+                               "sweeps.mnist.sarkar.train.lam: 0.1 is not of type 'array'"),
 }
 
 
