@@ -13,6 +13,7 @@ VERBS = {
     "evaluate": ("attrrob.cli.evaluate", "attribution attack (topk, random, mass_center, targeted, noise)"),
     "select": ("attrrob.selection", "choose a sweep's value from its validation results (never test)"),
     "collect-results": ("attrrob.cli.collect_results", "results tables, metrics.json and curves for DVC/README"),
+    "study": ("attrrob.cli.study", "a resumable study committed run by run, and its reports rebuilt from git"),
 }
 
 

@@ -1,0 +1,110 @@
+"""`attrrob study run|report`: a resumable study committed run by run, and its tables, README
+section, budgets page and HTML reports rebuilt from the committed folder alone.
+
+  attrrob study run --config config/mnist_cpu.yaml --study studies/mnist_cpu --jobs 2 \\
+      --order natural madry ig_sum_norm ig_norm sarkar
+  attrrob study report --study studies/mnist_cpu --readme README.md --budgets docs/budgets.md \\
+      --budget-sources studies/mnist_cpu/budget studies/digits_quickstart/budget --html
+  (the same with --check instead of --html: CI's comparison, writes nothing)
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from pathlib import Path
+
+from attrrob import outputs
+from attrrob.errors import AttrrobError, one_line_errors
+from attrrob.study import regenerate
+
+
+def _run(args: argparse.Namespace) -> None:
+    from attrrob.study.runner import Options, Runner
+
+    if args.jobs < 1:
+        raise AttrrobError(f"--jobs {args.jobs}: at least 1")
+    if not Path(args.config).is_file():
+        raise AttrrobError(f"--config {args.config}: no such file")
+    if not (Path.cwd() / "Snakefile").is_file():
+        raise AttrrobError(f"{Path.cwd()} has no Snakefile: run `attrrob study run` in the workflow's folder")
+    options = Options(root=Path.cwd(), config=args.config, study=args.study, jobs=args.jobs, order=args.order,
+                      redo=args.redo, snakemake_args=args.snakemake_args, target=args.target)
+    runner = Runner(options, log=lambda line: print(line, flush=True))
+
+    def stop(signum, _frame):
+        print(f"attrrob study: signal {signum}: stopping the runs in progress (committed runs stay)",
+              file=sys.stderr, flush=True)
+        runner.stop()
+        raise SystemExit(128 + signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, stop)
+    if args.dry_run:
+        plan, todo = runner.prepare()
+        print(f"{len(plan.runs) - len(todo)} of {len(plan.runs)} runs committed; to run, in order:")
+        for run in todo:
+            print(f"  {run.name}")
+        return
+    code = runner.run()
+    print(f"study folder: {regenerate.size_mb(args.study):.1f} MB (limit {regenerate.SIZE_LIMIT_MB} MB)")
+    if code:
+        raise AttrrobError(f"run(s) failed: {', '.join(runner.failed)}; rerun the same command to retry them")
+
+
+def _report(args: argparse.Namespace) -> None:
+    texts = regenerate.regenerated(args.study, args.readme, args.budgets, args.budget_sources)
+    if args.check:
+        stale = regenerate.differences(texts)
+        if stale:
+            raise AttrrobError(f"{', '.join(map(str, stale))} differ(s) from what the committed files of "
+                               f"{args.study} give; run the same command without --check and commit the result")
+        print(f"{len(texts)} file(s) match what {args.study} gives")
+        return
+    for path, text in texts.items():
+        if regenerate.differences({path: text}):
+            outputs.write_text(path, text)
+            print(f"wrote {path}")
+    if args.html:
+        for page in regenerate.html_reports(args.study):
+            print(f"wrote {page}")
+    size = regenerate.size_mb(args.study)
+    print(f"study folder: {size:.1f} MB (limit {regenerate.SIZE_LIMIT_MB} MB)")
+    if size > regenerate.SIZE_LIMIT_MB:
+        raise AttrrobError(f"{args.study} holds {size:.1f} MB, more than the {regenerate.SIZE_LIMIT_MB} MB "
+                           "a clone should carry")
+
+
+@one_line_errors
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="attrrob study", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the study's remaining runs, committing each as it finishes")
+    run.add_argument("--config", required=True, help="the workflow config file (--configfile)")
+    run.add_argument("--study", type=Path, required=True, help="the committed study folder")
+    run.add_argument("--jobs", type=int, default=2, help="runs at a time (each one thread, niced)")
+    run.add_argument("--order", nargs="+", default=[], metavar="NAME",
+                     help="run first the runs whose folder names these (e.g. methods, cheap ones first)")
+    run.add_argument("--redo", nargs="+", default=[], metavar="RUN",
+                     help="run these committed runs again (e.g. seed~0/mnist/sarkar), replacing their files")
+    run.add_argument("--dry-run", action="store_true",
+                     help="write and commit plan.json, list the runs to do in order, run nothing")
+    run.add_argument("--target", default="all", help="the Snakemake target whose runs make the study")
+    run.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
+                     help="more Snakemake options for every call (last)")
+    report = sub.add_parser("report", help="rebuild tables, README section, budgets page, HTML from the study")
+    report.add_argument("--study", type=Path, required=True)
+    report.add_argument("--readme", type=Path, help="README whose results section to fill")
+    report.add_argument("--budgets", type=Path, help="write the budgets page (docs/budgets.md) here")
+    report.add_argument("--budget-sources", type=Path, nargs="+",
+                        help="budget-search result folders to render (default: <study>/budget)")
+    report.add_argument("--html", action="store_true", help="also render the HTML reports into <study>/reports/")
+    report.add_argument("--check", action="store_true",
+                        help="write nothing; fail when a text file differs from what the study gives (CI)")
+    args = parser.parse_args(argv)
+    {"run": _run, "report": _report}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""A resumable study: every run of the workflow's target, run one at a time per worker and committed
+to git as soon as it is complete, so that a lost machine loses only the runs in progress.
+
+Each worker runs one whole run (its training and all its evaluations) with its own
+`snakemake <that run's outputs> --cores 1 --nolock`: the runs' outputs are disjoint and the shared
+upstream data are built once before any worker starts, so no two Snakemake processes ever write
+the same file and Snakemake's lock (which would serialise them) is not needed. Runs finish one by
+one instead of all trainings first. A runner stopped (SIGTERM, SIGINT) stops its Snakemake
+processes; started again it skips the committed runs and resumes the others (training from its
+checkpoints on the same machine, through --rerun-incomplete).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from attrrob import outputs
+from attrrob.errors import AttrrobError
+from attrrob.study import plan as study_plan
+from attrrob.study import store
+from attrrob.study.plan import Plan, Run
+
+STOP_GRACE_S = 60  # a stopped training writes its checkpoint first
+
+
+@dataclass
+class Options:
+    root: Path  # the workflow's folder (Snakefile, results/)
+    config: str  # the --configfile
+    study: Path
+    jobs: int = 2
+    order: list[str] = field(default_factory=list)
+    redo: list[str] = field(default_factory=list)
+    snakemake_args: list[str] = field(default_factory=list)
+    target: str = "all"
+    nice: int = 19
+
+    def snakemake(self) -> list[str]:
+        return ["--configfile", self.config, *self.snakemake_args]
+
+
+class Runner:
+    def __init__(self, options: Options, log: Callable[[str], None] = print):
+        self.options, self.log = options, log
+        self._active: dict[int, subprocess.Popen] = {}
+        self._lock = threading.Lock()
+        # Held from a run's copy to its commit: a stop waits for it, so no run is left half-copied.
+        self._finishing = threading.Lock()
+        self.stopping = False
+        self.failed: list[str] = []
+
+    # ------------------------------------------------------------------ plan and skips
+    def prepare(self) -> tuple[Plan, list[Run]]:
+        """The plan, written to the study folder; the runs still to do (committed ones checked)."""
+        o = self.options
+        plan = study_plan.summary(o.root, o.snakemake(), o.target)
+        if not plan.runs:
+            raise AttrrobError(f"target '{o.target}' of {o.config} has no runs (no {study_plan.RUN_MARKER} "
+                               "among its outputs)")
+        names = {run.name for run in plan.runs}
+        unknown = [name for name in o.redo if name not in names]
+        if unknown:
+            raise AttrrobError(f"--redo {unknown[0]}: not a run of {o.config} (runs: {', '.join(sorted(names))})")
+        plan_file = o.study / "plan.json"
+        outputs.write_json(plan_file, plan.to_json(o.config))
+        store.commit(o.study, [plan_file], f"study {o.study.name}: plan of {len(plan.runs)} runs ({o.config})")
+        todo = []
+        for run in plan.runs:
+            if run.name in o.redo:
+                store.clear_run(o.study, run, names)
+                todo.append(run)
+            elif store.record_path(o.study, run).is_file():
+                store.check_settings(o.root, o.study, run, names, o.config)
+                files = store.run_files(o.study, run)
+                # A runner stopped between the record and its commit: the run is complete, commit it.
+                if store.uncommitted(o.study, files):
+                    store.commit(o.study, files, f"study {o.study.name}: {run.name} (committed on restart)")
+                self.log(f"skip {run.name}: committed")
+            else:
+                todo.append(run)
+        return plan, study_plan.ordered(tuple(todo), o.order)
+
+    # ------------------------------------------------------------------ processes
+    def _snakemake(self, targets: list[str], cores: int, log_name: str) -> tuple[int, float, float, Path]:
+        """Run Snakemake on `targets` niced, one thread per job; (exit code, wall s, CPU s, log)."""
+        o = self.options
+        log = o.root / "logs" / "study" / f"{log_name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        command = ["nice", "-n", str(o.nice), "snakemake", *targets, *o.snakemake(), "--cores", str(cores),
+                   "--nolock", "--rerun-incomplete"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        start = time.monotonic()
+        with open(log, "w", encoding="utf-8") as handle, self._lock:
+            if self.stopping:
+                return 1, 0.0, 0.0, log
+            # Its own session: a stop reaches Snakemake's jobs too (the whole group).
+            process = subprocess.Popen(command, cwd=o.root, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, start_new_session=True)
+            self._active[process.pid] = process
+        # wait4: the CPU time of Snakemake and every job it waited for, this process tree alone.
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        with self._lock:
+            self._active.pop(process.pid, None)
+        return process.returncode, time.monotonic() - start, usage.ru_utime + usage.ru_stime, log
+
+    def stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop every Snakemake process group now (a worker takes no further run)."""
+        with self._lock:
+            self.stopping = True
+            active = list(self._active.values())
+        for process in active:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in active:
+            while process.pid in self._active and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if process.pid in self._active:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        with self._finishing:  # a commit under way completes first
+            pass
+
+    # ------------------------------------------------------------------ one run
+    def run_one(self, run: Run, names: set[str]) -> None:
+        o = self.options
+        load_start, started = os.getloadavg(), time.time()
+        code, wall, cpu, log = self._snakemake(list(run.outputs), 1, run.name.replace("/", "_"))
+        load_end = os.getloadavg()
+        if self.stopping:
+            return
+        if code != 0:
+            self.failed.append(run.name)
+            self.log(f"FAILED {run.name}: snakemake exit status {code}; see {log}")
+            return
+        with self._finishing:
+            if not self.stopping:
+                self._commit_run(run, names, (started, wall, cpu, load_start, load_end))
+
+    def _commit_run(self, run: Run, names: set[str], timing: tuple) -> None:
+        """Copy the run's small files into the study folder, its record last, and commit them."""
+        o = self.options
+        started, wall, cpu, load_start, load_end = timing
+        files = [*run.kept, *store.settings_files(o.root, run, names),
+                 *study_plan.benchmark_files(o.root, run, names)]
+        copied = store.copy_files(o.root, o.study, files)
+        record = {"run": run.name, "config": o.config, "host": socket.gethostname(),
+                  "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                  "load_average_start": [round(x, 2) for x in load_start],
+                  "load_average_end": [round(x, 2) for x in load_end],
+                  "jobs": jobs_of(o.root, [f for f in files if f.endswith(".tsv")]),
+                  "files": store.relative_names(copied, o.study)}
+        path = store.write_record(o.study, run, record)
+        message = (f"study {o.study.name}: {run.name} (wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min, "
+                   f"load {load_start[0]:.2f} -> {load_end[0]:.2f})")
+        store.commit(o.study, [*copied, path], message)
+        self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
+
+    def _worker(self, runs: queue.Queue, names: set[str]) -> None:
+        while not self.stopping:
+            try:
+                run = runs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.run_one(run, names)
+            except AttrrobError as exc:
+                self.failed.append(run.name)
+                self.log(f"FAILED {run.name}: {exc}")
+
+    # ------------------------------------------------------------------ the whole study
+    def run(self) -> int:
+        """Run the study; 0 when every planned run is committed, 1 when one failed."""
+        o = self.options
+        plan, todo = self.prepare()
+        names = {run.name for run in plan.runs}
+        self.log(f"study {o.study}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs committed; "
+                 f"{len(todo)} to run, {min(o.jobs, len(todo))} at a time")
+        if todo and plan.upstream:
+            code, _, _, log = self._snakemake(list(plan.upstream), 1, "upstream")
+            if code != 0 or self.stopping:
+                raise AttrrobError(f"building the shared data failed (exit status {code}); see {log}")
+        runs: queue.Queue = queue.Queue()
+        for run in todo:
+            runs.put(run)
+        workers = [threading.Thread(target=self._worker, args=(runs, names), daemon=True)
+                   for _ in range(max(1, min(o.jobs, len(todo))))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():  # a timed join lets the main thread take signals
+                worker.join(0.5)
+        if self.stopping:
+            return 1
+        if not self.failed and plan.study_files:
+            self._study_files(plan)
+        return 1 if self.failed else 0
+
+    def _study_files(self, plan: Plan) -> None:
+        """Files outside every run (a sweep's selection): built and committed once all runs are."""
+        o = self.options
+        code, wall, cpu, log = self._snakemake(list(plan.study_files), o.jobs, "study_files")
+        if code != 0:
+            self.failed.append("study files")
+            self.log(f"FAILED study files: snakemake exit status {code}; see {log}")
+            return
+        copied = store.copy_files(o.root, o.study, list(plan.study_files))
+        store.commit(o.study, copied, f"study {o.study.name}: {len(copied)} study file(s) "
+                     f"(wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min)")
+
+
+def jobs_of(root: Path, benchmarks: list[str]) -> list[dict]:
+    """Each job's wall and CPU seconds from its Snakemake benchmark file (last row)."""
+    jobs = []
+    for name in benchmarks:
+        header, *rows = [line.split("\t") for line in (root / name).read_text(encoding="utf-8").splitlines()
+                         if line.strip()]
+        if not rows:
+            continue
+        values = dict(zip(header, rows[-1]))
+        jobs.append({"benchmark": name, "wall_s": float(values["s"]), "cpu_s": float(values["cpu_time"])})
+    return jobs

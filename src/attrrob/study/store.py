@@ -1,0 +1,163 @@
+"""The study folder: a mirror of the workflow's results/ holding only the small files tables and
+reports are built from, one git commit per finished run.
+
+    <study>/plan.json                       the planned runs (attrrob.study.plan.Plan.to_json)
+    <study>/results/<run>/...               the run's kept outputs and settings.json files
+    <study>/results/<run>/study_run.json    wall and CPU time, load average at start and end;
+                                            written last: a run is complete when it exists
+    <study>/results/benchmarks/<rule>/...   Snakemake's benchmark file of each of the run's jobs
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path, PurePosixPath
+
+from attrrob import outputs
+from attrrob.errors import AttrrobError
+from attrrob.study.plan import RESULTS, Run, read_json
+
+RECORD = "study_run.json"
+SETTINGS = "settings.json"
+# Two workers (threads) and any second runner (process) never commit at once.
+_COMMIT_THREADS = threading.Lock()
+
+
+def record_path(study: Path, run: Run) -> Path:
+    return study / run.folder / RECORD
+
+
+def settings_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
+    """The settings.json of the run's training and of each of its evaluations (not those of runs
+    nested below it), as paths from `root`."""
+    folder = root / run.folder
+    found = []
+    # The training's own settings first: a change there is the cause, its evaluations' digests follow.
+    for path in sorted(folder.rglob(SETTINGS), key=lambda p: (len(p.parts), p)):
+        relative = path.parent.relative_to(root / RESULTS).as_posix()
+        nested = any(relative == other or relative.startswith(other + "/")
+                     for other in run_names if other != run.name and other.startswith(run.name + "/"))
+        if not nested:
+            found.append(path.relative_to(root).as_posix())
+    return found
+
+
+def changed_setting(committed: dict, now: dict, prefix: str = "") -> str | None:
+    """The first key (dotted) whose value differs, with both values; None when equal."""
+    for key in sorted(set(committed) | set(now)):
+        a, b = committed.get(key, "<absent>"), now.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = changed_setting(a, b, f"{prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{prefix}{key}: {json.dumps(a)} committed, {json.dumps(b)} now"
+    return None
+
+
+def check_settings(root: Path, study: Path, run: Run, run_names: set[str], config: str) -> None:
+    """Refuse (one line) when a committed settings.json of `run` differs from the one the workflow
+    resolves now."""
+    for name in settings_files(study, run, run_names):
+        committed = read_json(study / name)
+        now = read_json(root / name)
+        if committed is None or now is None:
+            continue
+        change = changed_setting(committed, now)
+        if change:
+            raise AttrrobError(f"{study / name} was committed with other settings than {config} gives now "
+                               f"({change}); restore the config, or pass --redo {run.name} to run it again")
+
+
+def copy_files(root: Path, study: Path, files: list[str]) -> list[Path]:
+    """Copy `files` (paths from the workflow root) into the study folder, each atomically."""
+    written = []
+    for name in files:
+        source, target = root / name, study / name
+        if not source.is_file():
+            raise AttrrobError(f"{source}: missing although its job finished; rerun the study")
+        with outputs.atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        written.append(target)
+    return written
+
+
+def clear_run(study: Path, run: Run, run_names: set[str]) -> None:
+    """Remove a run's committed files before it is run again (--redo), not those of nested runs."""
+    folder = study / run.folder
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        relative = path.relative_to(study / RESULTS).as_posix()
+        nested = any(relative.startswith(other + "/") for other in run_names
+                     if other != run.name and other.startswith(run.name + "/"))
+        if path.is_file() and not nested:
+            path.unlink()
+
+
+def git(repo: Path, *args: str) -> str:
+    # Its own session: a Ctrl-C meant for the runner's Snakemake processes never cuts a commit short.
+    result = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    if result.returncode != 0:
+        message = " ".join((result.stderr or result.stdout).split()) or f"exit status {result.returncode}"
+        raise AttrrobError(f"git {' '.join(args[:2])} in {repo} failed: {message}")
+    return result.stdout
+
+
+def repository(study: Path) -> Path:
+    """The git work tree holding the study folder."""
+    study.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=study, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AttrrobError(f"{study} is not inside a git work tree; the study commits each finished run")
+    return Path(result.stdout.strip())
+
+
+def commit(study: Path, paths: list[Path], message: str) -> bool:
+    """Commit exactly `paths` (nothing else staged goes with them) to the current branch; False
+    when they hold no change."""
+    repo = repository(study)
+    names = [os.path.relpath(p, repo) for p in paths]
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    with _COMMIT_THREADS, open(git_dir / "attrrob-study.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        git(repo, "add", "--all", "--", *names)
+        if not git(repo, "status", "--porcelain", "--", *names).strip():
+            return False
+        git(repo, "commit", "-q", "--no-verify", "-m", message, "--", *names)
+        return True
+
+
+def uncommitted(study: Path, paths: list[Path]) -> bool:
+    repo = repository(study)
+    names = [os.path.relpath(p, repo) for p in paths]
+    return bool(git(repo, "status", "--porcelain", "--", *names).strip())
+
+
+def committed_runs(study: Path, plan_runs: list[str]) -> list[str]:
+    """The planned runs whose record is in the study folder (a complete run)."""
+    return [name for name in plan_runs if (study / RESULTS / name / RECORD).is_file()]
+
+
+def run_files(study: Path, run: Run) -> list[Path]:
+    """Every file the study holds for `run` (its record lists them)."""
+    record = read_json(record_path(study, run)) or {}
+    return [study / name for name in record.get("files", [])] + [record_path(study, run)]
+
+
+def write_record(study: Path, run: Run, record: dict) -> Path:
+    path = record_path(study, run)
+    outputs.write_json(path, record)
+    return path
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def relative_names(paths: list[Path], base: Path) -> list[str]:
+    return [PurePosixPath(os.path.relpath(p, base)).as_posix() for p in paths]

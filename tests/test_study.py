@@ -1,0 +1,245 @@
+"""`attrrob study`: the plan read from Snakemake's summary, and a real study on digits at tiny settings
+(2 seeds x 2 methods) in a temporary git repository holding a copy of the workflow: a run is
+committed only when complete, a runner killed mid-way and started again skips the committed runs
+and finishes the rest, a changed setting is refused in one line, and the reports (README section,
+HTML pages) are rebuilt from the committed folder alone. Nothing is committed into this repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from attrrob.errors import AttrrobError
+from attrrob.study import plan as study_plan
+from attrrob.study import regenerate, store
+
+# --------------------------------------------------------------------------- the plan (no Snakemake)
+
+SWEEP_FILES = [
+    "reports/summary.html", "data/prepared/mnist.npz", "data/raw/mnist",
+    "results/seed~0/mnist/natural/model.pt", "results/seed~0/mnist/natural/train_metrics.json",
+    "results/seed~0/mnist/natural/attack_topk/summary.json",
+    "results/seed~0/mnist/sarkar/train_metrics.json", "results/seed~0/mnist/sarkar/accuracy/summary.json",
+    "results/seed~0/mnist/sarkar/sweep/lam~0.3/train_metrics.json",
+    "results/seed~0/mnist/sarkar/sweep/lam~0.3/attack_topk/summary.json",
+    "results/seed~0/mnist/sarkar/sweep/lam~1/train_metrics.json",
+    "results/seed~0/mnist/sarkar/sweep/selection.json",
+    "results/seed~1/mnist/natural/train_metrics.json", "results/metrics.json", "results/table.md",
+]
+
+
+def test_runs_are_the_folders_of_trainings_and_nested_sweep_runs_are_runs_of_their_own():
+    plan = study_plan.group(SWEEP_FILES)
+    runs = {run.name: set(run.outputs) for run in plan.runs}
+    assert list(runs) == ["seed~0/mnist/natural", "seed~0/mnist/sarkar", "seed~0/mnist/sarkar/sweep/lam~0.3",
+                          "seed~0/mnist/sarkar/sweep/lam~1", "seed~1/mnist/natural"]
+    assert runs["seed~0/mnist/sarkar"] == {"results/seed~0/mnist/sarkar/train_metrics.json",
+                                           "results/seed~0/mnist/sarkar/accuracy/summary.json"}
+    assert "results/seed~0/mnist/sarkar/sweep/lam~0.3/attack_topk/summary.json" in runs[
+        "seed~0/mnist/sarkar/sweep/lam~0.3"]
+    assert plan.upstream == ("data/prepared/mnist.npz", "data/raw/mnist")
+    # The selection depends on the sweep's runs: built after them, not inside the base run.
+    assert plan.study_files == ("results/seed~0/mnist/sarkar/sweep/selection.json",)
+    natural = next(run for run in plan.runs if run.name == "seed~0/mnist/natural")
+    assert "results/seed~0/mnist/natural/model.pt" not in natural.kept
+
+
+def test_order_puts_named_runs_first_keeping_the_plan_order_otherwise():
+    plan = study_plan.group(SWEEP_FILES)
+    names = [run.name for run in study_plan.ordered(plan.runs, ["natural"])]
+    assert names == ["seed~0/mnist/natural", "seed~1/mnist/natural", "seed~0/mnist/sarkar",
+                     "seed~0/mnist/sarkar/sweep/lam~0.3", "seed~0/mnist/sarkar/sweep/lam~1"]
+
+
+def test_plan_json_lists_what_the_tables_are_collected_over():
+    recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
+    assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]
+    assert recorded["methods"] == ["natural", "sarkar"] and recorded["attacks"] == ["topk"]
+
+
+def test_summary_without_its_table_is_one_clear_error():
+    with pytest.raises(AttrrobError, match="no 'output_file' table"):
+        study_plan.parse_summary("Building DAG of jobs...\n")
+
+
+def test_changed_setting_names_the_first_differing_key():
+    assert store.changed_setting({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}) is None
+    assert store.changed_setting({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}) == "b.c: 2 committed, 3 now"
+    assert store.changed_setting({"a": 1}, {}) == 'a: 1 committed, "<absent>" now'
+
+
+# --------------------------------------------------------------------------- a real study (digits)
+
+pytestmark = pytest.mark.skipif(shutil.which("git") is None or shutil.which("snakemake") is None,
+                                reason="needs git and snakemake")
+
+TINY = """\
+datasets: [digits]
+methods: [madry, natural]
+seeds: [0, 1]
+attacks: [topk, noise]
+data: {mirror: null}
+device: cpu
+evaluation: {save_examples: 2}
+resources:
+  gpu: false
+  data: {threads: 1, mem_mb: 2000, runtime: 10}
+  train: {threads: 1, mem_mb: 2000, runtime: 30}
+  evaluate: {threads: 1, mem_mb: 2000, runtime: 30}
+  report: {threads: 1, mem_mb: 2000, runtime: 10}
+hyperparameters:
+  digits:
+    train:
+      common: {steps: STEPS, batch_size: 32, m: 2, approx_factor: 2, pgd_steps: 2, pgd_step_size: 0.04, log_every: 5, checkpoint_every: 10}
+    accuracy: {num_examples: 40, autoattack_iterations: 2, autoattack_target_classes: 2}
+    attack: {iterations: 2, ig_steps: 4, num_examples: 20}
+"""
+IDENTITY = {"GIT_AUTHOR_NAME": "attrrob test", "GIT_AUTHOR_EMAIL": "test@attrrob.invalid",
+            "GIT_COMMITTER_NAME": "attrrob test", "GIT_COMMITTER_EMAIL": "test@attrrob.invalid"}
+STUDY = "studies/tiny"
+RUNS = ["seed~0/digits/madry", "seed~0/digits/natural", "seed~1/digits/madry", "seed~1/digits/natural"]
+
+
+def environment() -> dict:
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, **IDENTITY, "PATH": path, "OMP_NUM_THREADS": "1", "DVC_NO_ANALYTICS": "1",
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def study_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "attrrob", "study", *args]
+
+
+RUN_ARGS = ("run", "--config", "config/tiny.yaml", "--study", STUDY, "--jobs", "2", "--order", "madry")
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True,
+                          env=environment()).stdout
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    from test_workflow import copy_workflow
+
+    root = copy_workflow(tmp_path_factory.mktemp("study") / "repo")
+    (root / "config/tiny.yaml").write_text(TINY.replace("STEPS", "20"))
+    (root / "README.md").write_text("# x\n\n<!-- results-table:start -->\n<!-- results-table:end -->\n")
+    git(root, "init", "-q")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "workflow")
+    return root
+
+
+def committed_run_messages(repo: Path) -> list[str]:
+    return [line for line in git(repo, "log", "--format=%s").splitlines() if re.match(r"study tiny: seed~", line)]
+
+
+def assert_committed_runs_are_complete(repo: Path) -> list[str]:
+    """Every run with a record is complete and committed with its own files alone; no other
+    run left files in the study folder; nothing there is uncommitted."""
+    study = repo / STUDY
+    assert git(repo, "status", "--porcelain", "--", STUDY) == ""
+    done = [name for name in RUNS if (study / "results" / name / store.RECORD).is_file()]
+    for name in done:
+        record = json.loads((study / "results" / name / store.RECORD).read_text())
+        files = set(record["files"])
+        for leaf in ("train_log.csv", "train_metrics.json", "settings.json", "accuracy/summary.json",
+                     "attack_topk/per_example.csv", "attack_topk/trace.npz", "attack_noise/summary.json"):
+            assert f"results/{name}/{leaf}" in files, (name, leaf)
+        assert f"results/benchmarks/train/{name}.tsv" in files
+        assert not any(f.endswith("model.pt") for f in files)
+        assert all((study / f).is_file() for f in files)
+        assert record["load_average_start"] and record["load_average_end"] and record["cpu_s"] > 0
+        (commit,) = [line.split(" ", 1)[0] for line in git(repo, "log", "--format=%H %s").splitlines()
+                     if line.endswith(")") and f": {name} (wall" in line]
+        changed = set(git(repo, "show", "--name-only", "--format=", commit).split())
+        assert changed == {f"{STUDY}/{f}" for f in files} | {f"{STUDY}/results/{name}/{store.RECORD}"}
+    for name in set(RUNS) - set(done):
+        assert not (study / "results" / name).exists(), f"{name} left files without being committed"
+    return done
+
+
+@pytest.mark.slow
+def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(repo):
+    runner = subprocess.Popen(study_command(*RUN_ARGS), cwd=repo, env=environment(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not committed_run_messages(repo) and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.5)
+    runner.send_signal(signal.SIGTERM)
+    output, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 128 + signal.SIGTERM, output
+    done = assert_committed_runs_are_complete(repo)
+    assert 1 <= len(done) < len(RUNS), output
+    assert "seed~0/digits/madry" in done or "seed~1/digits/madry" in done  # --order madry: madry first
+
+    # In progress: the README section says how many runs are in and what that means.
+    section = regenerate.readme_section(repo / STUDY)
+    assert f"Study in progress: {len(done)} of {len(RUNS)} planned runs committed" in section
+
+    rerun = subprocess.run(study_command(*RUN_ARGS), cwd=repo, env=environment(), capture_output=True,
+                           text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    for name in done:
+        assert f"skip {name}: committed" in rerun.stdout
+    assert assert_committed_runs_are_complete(repo) == RUNS
+    assert len(committed_run_messages(repo)) == len(RUNS)
+
+
+@pytest.mark.slow
+def test_a_changed_setting_is_refused_in_one_line(repo):
+    if len(committed_run_messages(repo)) < len(RUNS):
+        pytest.skip("needs the finished study of the test before")
+    config = repo / "config/tiny.yaml"
+    config.write_text(TINY.replace("STEPS", "30"))
+    head = git(repo, "rev-parse", "HEAD")
+    try:
+        result = subprocess.run(study_command(*RUN_ARGS), cwd=repo, env=environment(), capture_output=True,
+                                text=True, timeout=300)
+    finally:
+        config.write_text(TINY.replace("STEPS", "20"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "settings.json was committed with other settings than config/tiny.yaml gives now" in lines[0]
+    assert "steps: 20 committed, 30 now" in lines[0] and "--redo seed~0/digits/madry" in lines[0]
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
+@pytest.mark.slow
+def test_reports_regenerate_from_the_committed_folder_alone(repo, tmp_path):
+    if len(committed_run_messages(repo)) < len(RUNS):
+        pytest.skip("needs the finished study of the test before")
+    # A clone holds only what was committed: the reports are built there.
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", str(repo), str(clone))
+    report = [*study_command("report", "--study", STUDY, "--readme", "README.md"), "--html"]
+    result = subprocess.run(report, cwd=clone, env=environment(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    readme = (clone / "README.md").read_text()
+    assert f"Study complete: all {len(RUNS)} planned runs of `config/tiny.yaml`" in readme
+    assert "2 seeds (0, 1)" in readme and "| digits (8×8) | Madry PGD-AT |" in readme
+    for name in ("summary", "digits"):
+        page = (clone / STUDY / "reports" / f"{name}.html").read_text()
+        assert "<img" in page and "Traceback" not in page
+        # Self-contained: every image embedded, no link to a file a clone lacks.
+        assert not re.findall(r'src="(?!data:)', page)
+        assert not [h for h in re.findall(r'href="([^"]*)"', page) if not h.startswith(("#", "http", "data:"))]
+    check = subprocess.run(study_command("report", "--study", STUDY, "--readme", "README.md", "--check"),
+                           cwd=clone, env=environment(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
+    (clone / "README.md").write_text(readme.replace("Study complete", "Study done"))
+    check = subprocess.run(study_command("report", "--study", STUDY, "--readme", "README.md", "--check"),
+                           cwd=clone, env=environment(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 2 and "README.md differ(s)" in check.stderr
