@@ -1,0 +1,55 @@
+"""The README's results section, the study README's status, the study's table.md/metrics.json and
+docs/budgets.md are exactly what the committed study files give (the command the README names,
+`attrrob study report ... --check`): any difference, byte for byte, fails. The HTML reports are
+left out here (slow); tests/test_study.py renders them from a clone of a tiny study."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from attrrob.study import regenerate
+
+REPO = Path(__file__).resolve().parents[1]
+STUDY = Path("studies/mnist_cpu")
+BUDGET_SOURCES = [Path("studies/mnist_cpu/budget"), Path("studies/digits_quickstart/budget")]
+
+
+@pytest.fixture
+def in_repo():
+    # The generated texts name the study by its path from the repository root, as the README's command does.
+    before = Path.cwd()
+    os.chdir(REPO)
+    yield
+    os.chdir(before)
+
+
+def regenerated() -> dict[Path, str]:
+    return regenerate.regenerated(STUDY, Path("README.md"), Path("docs/budgets.md"), BUDGET_SOURCES)
+
+
+def test_committed_files_regenerate_byte_identically(in_repo):
+    texts = regenerated()
+    assert Path("README.md") in texts and Path("docs/budgets.md") in texts and STUDY / "README.md" in texts
+    stale = regenerate.differences(texts)
+    assert not stale, (f"{[str(p) for p in stale]} differ from the committed study files; run "
+                       "`attrrob study report --study studies/mnist_cpu --readme README.md --budgets docs/budgets.md "
+                       "--budget-sources studies/mnist_cpu/budget studies/digits_quickstart/budget` and commit")
+
+
+def test_a_hand_edit_is_a_difference(in_repo):
+    texts = regenerated()
+    edited = {path: text.replace("Study", "Studies", 1) for path, text in texts.items() if "Study" in text}
+    assert edited and all(text != texts[path] for path, text in edited.items())
+    # The same check, against the edited texts as if they were the files.
+    assert set(regenerate.differences(edited)) == set(edited)
+
+
+def test_budget_sources_are_in_the_tree():
+    assert sorted(p.name for p in (REPO / "studies/digits_quickstart/budget").glob("grid_*.json"))
+    assert not (REPO / "benchmarks/results.dvc").exists()
+    page = (REPO / "docs/budgets.md").read_text(encoding="utf-8")
+    assert "not in this repository's tree" not in page
+    assert "`studies/digits_quickstart/budget/grid_000300.json`" in page
