@@ -28,7 +28,7 @@ from attrrob.study import regenerate, store
 SWEEP_FILES = [
     "reports/summary.html", "data/prepared/mnist.npz", "data/raw/mnist",
     "results/seed~0/mnist/natural/model.pt", "results/seed~0/mnist/natural/train_metrics.json",
-    "results/seed~0/mnist/natural/attack_topk/summary.json",
+    "results/seed~0/mnist/natural/attack_topk/summary.json", "results/seed~0/mnist/natural/attack_noise/summary.json",
     "results/seed~0/mnist/sarkar/train_metrics.json", "results/seed~0/mnist/sarkar/accuracy/summary.json",
     "results/seed~0/mnist/sarkar/sweep/lam~0.3/train_metrics.json",
     "results/seed~0/mnist/sarkar/sweep/lam~0.3/attack_topk/summary.json",
@@ -64,7 +64,7 @@ def test_order_puts_named_runs_first_keeping_the_plan_order_otherwise():
 def test_plan_json_lists_what_the_tables_are_collected_over():
     recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
     assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]
-    assert recorded["methods"] == ["natural", "sarkar"] and recorded["attacks"] == ["topk"]
+    assert recorded["methods"] == ["natural", "sarkar"] and recorded["attacks"] == ["topk", "noise"]  # config order
 
 
 def test_summary_without_its_table_is_one_clear_error():

@@ -52,15 +52,16 @@ class Plan:
         """What the study folder records of the plan (plan.json): its runs and the lists the
         tables are collected over, derived from the runs' folders (seed~<s>/<dataset>/<method>)."""
         parts = [PurePosixPath(run.name).parts for run in self.runs]
-        attacks = {PurePosixPath(f).parent.name[len("attack_"):] for run in self.runs for f in run.outputs
-                   if PurePosixPath(f).parent.name.startswith("attack_")}
+        # In the config's order (Snakemake lists outputs so): the README's tables follow it.
+        attacks = dict.fromkeys(PurePosixPath(f).parent.name[len("attack_"):] for run in self.runs
+                                for f in run.outputs if PurePosixPath(f).parent.name.startswith("attack_"))
         return {"config": config, "runs": [run.name for run in self.runs],
                 "study_files": list(self.study_files),
                 "seeds": sorted({int(p[0][len(SEED_TREE_PREFIX):]) for p in parts
                                  if p[0].startswith(SEED_TREE_PREFIX) and len(p) >= 3}),
                 "datasets": list(dict.fromkeys(p[1] for p in parts if len(p) >= 3)),
                 "methods": list(dict.fromkeys(p[2] for p in parts if len(p) == 3)),
-                "attacks": sorted(attacks)}
+                "attacks": list(attacks)}
 
 
 def parse_summary(text: str) -> list[str]:
