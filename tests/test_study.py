@@ -178,6 +178,9 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
     deadline = time.monotonic() + 300
     while not committed_run_messages(repo) and runner.poll() is None and time.monotonic() < deadline:
         time.sleep(0.5)
+    second = subprocess.run(study_command(*RUN_ARGS), cwd=repo, env=environment(), capture_output=True,
+                            text=True, timeout=60)
+    assert second.returncode == 2 and f"another `attrrob study run` (PID {runner.pid})" in second.stderr
     runner.send_signal(signal.SIGTERM)
     output, _ = runner.communicate(timeout=120)
     assert runner.returncode == 128 + signal.SIGTERM, output

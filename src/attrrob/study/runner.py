@@ -7,7 +7,9 @@ upstream data are built once before any worker starts, so no two Snakemake proce
 the same file and Snakemake's lock (which would serialise them) is not needed. Runs finish one by
 one instead of all trainings first. A runner stopped (SIGTERM, SIGINT) stops its Snakemake
 processes; started again it skips the committed runs and resumes the others (training from its
-checkpoints on the same machine, through --rerun-incomplete).
+checkpoints on the same machine, through --rerun-incomplete). A runner killed outright (SIGKILL)
+cannot stop them: end those Snakemake processes before starting it again. One runner per
+workflow folder at a time (a lock in its .snakemake/ folder).
 """
 
 from __future__ import annotations
@@ -186,6 +188,14 @@ class Runner:
     def run(self) -> int:
         """Run the study; 0 when every planned run is committed, 1 when one failed."""
         o = self.options
+        from attrrob.locks import holder_pid, try_flock
+
+        lock = o.root / ".snakemake" / "attrrob-study-runner.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        self._runner_lock = try_flock(lock)  # released when this process exits
+        if self._runner_lock is None:
+            raise AttrrobError(f"another `attrrob study run` (PID {holder_pid(lock)}) runs in {o.root}; "
+                               "wait for it or stop it first")
         plan, todo = self.prepare()
         names = {run.name for run in plan.runs}
         self.log(f"study {o.study}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs committed; "
