@@ -54,11 +54,11 @@ def test_runs_are_the_folders_of_trainings_and_nested_sweep_runs_are_runs_of_the
     assert "results/seed~0/mnist/natural/model.pt" not in natural.kept
 
 
-def test_order_puts_named_runs_first_keeping_the_plan_order_otherwise():
+def test_order_puts_named_runs_first_and_a_methods_sweep_before_its_main_runs():
     plan = study_plan.group(SWEEP_FILES)
     names = [run.name for run in study_plan.ordered(plan.runs, ["natural"])]
-    assert names == ["seed~0/mnist/natural", "seed~1/mnist/natural", "seed~0/mnist/sarkar",
-                     "seed~0/mnist/sarkar/sweep/lam~0.3", "seed~0/mnist/sarkar/sweep/lam~1"]
+    assert names == ["seed~0/mnist/natural", "seed~1/mnist/natural", "seed~0/mnist/sarkar/sweep/lam~0.3",
+                     "seed~0/mnist/sarkar/sweep/lam~1", "seed~0/mnist/sarkar"]
 
 
 def test_plan_json_lists_what_the_tables_are_collected_over():

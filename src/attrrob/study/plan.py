@@ -121,11 +121,13 @@ def _first_index(files: list[str]):
 
 def ordered(runs: tuple[Run, ...], order: list[str]) -> list[Run]:
     """Runs whose folder names one of `order` first, in that order (e.g. cheap methods first);
-    the others after; ties keep the plan's order."""
+    the others after; within a method its sweep runs first (a selection the main runs train with
+    is made from them); ties keep the plan's order."""
     rank = {name: i for i, name in enumerate(order)}
 
-    def key(run: Run) -> int:
-        return min((rank[p] for p in PurePosixPath(run.name).parts if p in rank), default=len(order))
+    def key(run: Run) -> tuple[int, int]:
+        parts = PurePosixPath(run.name).parts
+        return (min((rank[p] for p in parts if p in rank), default=len(order)), 0 if "sweep" in parts else 1)
 
     return sorted(runs, key=key)
 
