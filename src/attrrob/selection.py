@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from .errors import AttrrobError, one_line_errors
 from .experiments import SELECTION_METRICS
 from .intervals import mean_ci
-from .outputs import write_json
+from .outputs import json_safe, write_json
 
 SPLIT = "validation"
 
@@ -101,21 +101,11 @@ def selection(spec: Mapping) -> dict:
     rule += "; a tie goes to the first point listed"
     return {"dataset": spec["dataset"], "method": spec["method"], "split": SPLIT,
             "num_examples": select["num_examples"], "metric": select["metric"], "attack": select["attack"],
-            "rule": rule, "seeds": spec["seeds"], "candidates": _clean(found),
+            "rule": rule, "seeds": spec["seeds"], "candidates": json_safe(found),
             "chosen": {"label": found[index]["label"], "point": found[index]["point"]},
             # What it was chosen from: a change of the sweep reruns the selection (run_settings.sync).
             "settings": spec}
 
-
-def _clean(value: Any) -> Any:
-    """NaN (no interval) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
 
 
 def chosen_point(path: str | Path) -> tuple:

@@ -78,16 +78,6 @@ def metrics(results_dir, datasets, methods, attacks, seeds=None) -> dict:
     return out
 
 
-def _json_safe(value):
-    """NaN (no value, no interval) as null: JSON has no NaN."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(item) for item in value]
-    return value
-
 
 def _mean_or_none(values) -> float | None:
     numbers = [v for v in values if v is not None and not math.isnan(v)]
@@ -258,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.metrics:
         found = metrics(*where, seeds=args.seeds)
         for summary in sweeps:
-            found.setdefault(summary["dataset"], {}).setdefault(summary["method"], {})["sweep"] = _json_safe(summary)
+            found.setdefault(summary["dataset"], {}).setdefault(summary["method"], {})["sweep"] = outputs.json_safe(summary)
         outputs.write_json(args.metrics, found)
     table = tables(*where, seeds=args.seeds) if args.table or args.readme else None
     if args.table:
