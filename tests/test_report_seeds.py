@@ -100,3 +100,18 @@ def test_the_forest_plot_over_seeds_draws_each_seeds_value(tmp_path):
     na = sorted(100 * json.loads((root / f"seed~{s}/mnist/{m}/accuracy/summary.json").read_text())
                 ["natural_accuracy"]["mean"] for s in (0, 1, 2) for m in ("ig_sum_norm", "sarkar"))
     assert sorted(float(line.get_xdata()[0]) for line in dots) == pytest.approx(na)
+
+
+def test_intervals_over_seeds_stay_within_the_metrics_range():
+    """Two seeds at 98.7% and 97.7% accuracy: the raw t interval reaches 104.6%; no accuracy can."""
+    from attrrob.intervals import mean_ci
+    from attrrob.report.load import METRICS
+
+    low, high = _t_interval([0.987, 0.977])
+    assert high > 1.0  # the closed form leaves the range
+    clipped = mean_ci([0.987, 0.977], bounds=METRICS["NA"].bounds)
+    assert (clipped["ci_low"], clipped["ci_high"]) == (pytest.approx(low), 1.0)
+    taus = [-0.95, -0.9, -0.6]
+    assert _t_interval(taus)[0] < -1.0 < _t_interval(taus)[1] < 1.0
+    tau = mean_ci(taus, bounds=METRICS["CO"].bounds)
+    assert tau["ci_low"] == -1.0 and tau["ci_high"] == pytest.approx(_t_interval(taus)[1])

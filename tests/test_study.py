@@ -61,6 +61,40 @@ def test_order_puts_named_runs_first_and_a_methods_sweep_before_its_main_runs():
                      "seed~0/mnist/sarkar/sweep/lam~1", "seed~0/mnist/sarkar"]
 
 
+def test_a_main_run_waits_for_the_sweep_runs_in_progress(tmp_path):
+    """Two workers: the second takes the main sarkar run while the first still trains a sweep run;
+    it must not start before that sweep run ends (its selection needs it; Snakemake runs --nolock)."""
+    import queue
+    import threading
+
+    from attrrob.study.runner import Options, Runner
+
+    plan = study_plan.group(SWEEP_FILES)
+    todo = [run for run in study_plan.ordered(plan.runs, ["natural"]) if "sarkar" in run.name]
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    runner = Runner(Options(root=tmp_path, config="c.yaml", study=tmp_path / "s", jobs=2), log=lambda _: None)
+
+    def fake_run(run, names):
+        with lock:
+            events.append(("start", run.name))
+        time.sleep(0.3 if run.name.endswith("lam~1") else 0.05)
+        with lock:
+            events.append(("end", run.name))
+
+    runner.run_one = fake_run
+    runs: queue.Queue = queue.Queue()
+    for run in todo:
+        runs.put(run)
+    workers = [threading.Thread(target=runner._worker, args=(runs, set())) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(10)
+    assert events.index(("start", "seed~0/mnist/sarkar")) > events.index(("end", "seed~0/mnist/sarkar/sweep/lam~1"))
+    assert len(events) == 2 * len(todo) and not runner.failed
+
+
 def test_plan_json_lists_what_the_tables_are_collected_over():
     recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
     assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]
@@ -121,7 +155,8 @@ def study_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "attrrob", "study", *args]
 
 
-RUN_ARGS = ("run", "--config", "config/tiny.yaml", "--study", STUDY, "--jobs", "2", "--order", "madry")
+RUN_ARGS = ("run", "--config", "config/tiny.yaml", "--study", STUDY, "--jobs", "2", "--order", "madry",
+            "--readme", "README.md")
 
 
 def git(repo: Path, *args: str) -> str:
@@ -188,9 +223,14 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
     assert 1 <= len(done) < len(RUNS), output
     assert "seed~0/digits/madry" in done or "seed~1/digits/madry" in done  # --order madry: madry first
 
-    # In progress: the README section says how many runs are in and what that means.
+    # In progress: the README section says how many runs are in and what that means, and the
+    # runner committed it regenerated after each run (what CI's --check compares).
     section = regenerate.readme_section(repo / STUDY)
     assert f"Study in progress: {len(done)} of {len(RUNS)} planned runs committed" in section
+    assert f"Study in progress: {len(done)} of {len(RUNS)}" in (repo / "README.md").read_text()
+    check = subprocess.run(study_command("report", "--study", STUDY, "--readme", "README.md", "--check"),
+                           cwd=repo, env=environment(), capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stderr
 
     rerun = subprocess.run(study_command(*RUN_ARGS), cwd=repo, env=environment(), capture_output=True,
                            text=True, timeout=600)

@@ -212,7 +212,11 @@ EXPECTED_JOBS = {
 # validation for the selection.
 SWEEP_JOBS = {"config/sweep_digits.yaml": {"train": 3, "evaluate_accuracy": 3, "evaluate_attack": 3,
                                            "evaluate_validation_accuracy": 3, "evaluate_validation_attack": 3,
-                                           "select": 1}}
+                                           "select": 1},
+              # λ ∈ {0.1, 0.5, 2.5} at seed 0, each attacked by the 3 test attacks for the sensitivity table.
+              "config/mnist_cpu.yaml": {"train": 3, "evaluate_accuracy": 3, "evaluate_attack": 9,
+                                        "evaluate_validation_accuracy": 3, "evaluate_validation_attack": 3,
+                                        "select": 1}}
 
 
 @pytest.mark.parametrize("path", CONFIGS)

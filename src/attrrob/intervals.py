@@ -9,12 +9,15 @@ from typing import Iterable
 import numpy as np
 
 
-def mean_ci(values: Iterable[float] | np.ndarray, confidence: float = 0.95) -> dict:
+def mean_ci(values: Iterable[float] | np.ndarray, confidence: float = 0.95,
+            bounds: tuple[float, float] | None = None) -> dict:
     """Mean with a two-sided Student-t confidence interval: `{mean, ci_low, ci_high, n}`.
 
     The one mean interval of the package (evaluators and reports alike). Non-finite values are
     left out (and so not counted in n). One value gives no interval (NaN bounds: a single value
     says nothing about its spread); none gives NaN throughout; equal values give the mean itself.
+    `bounds` (low, high): the metric's range, to which the interval is clipped (a t interval over
+    two seeds' accuracies can reach past 100%, which no accuracy can).
     """
     from scipy import stats
 
@@ -29,4 +32,7 @@ def mean_ci(values: Iterable[float] | np.ndarray, confidence: float = 0.95) -> d
     if np.all(arr == arr[0]):  # no spread (scipy's t statistic would divide by zero)
         return {"mean": mean, "ci_low": mean, "ci_high": mean, "n": n}
     interval = stats.ttest_1samp(arr, 0.0).confidence_interval(confidence_level=confidence)
-    return {"mean": mean, "ci_low": float(interval.low), "ci_high": float(interval.high), "n": n}
+    low, high = float(interval.low), float(interval.high)
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"mean": mean, "ci_low": low, "ci_high": high, "n": n}

@@ -81,13 +81,14 @@ rule report_dataset:
         seeds=json_list(str(seed) for seed in SEEDS),
         methods=json_list(METHODS),
         attacks=json_list(ATTACKS),
-        sweeps_dir=SWEEPS_DIR,
+        # papermill needs a value after the name, and Snakemake's :q renders "" as nothing.
+        sweeps=f"-p sweeps_dir {shlex.quote(SWEEPS_DIR)}" if SWEEPS_DIR else "",
     shell:
         "(papermill {input.template:q} {log.notebook:q} --kernel python3 --cwd . --no-progress-bar"
         " -p results_dir {params.results_dir} -p dataset {wildcards.dataset}"
         " -p methods {params.methods:q} -p attacks {params.attacks:q}"
         " -p config_name {params.config_name:q} -p seeds {params.seeds:q}"
-        " -p sweeps_dir {params.sweeps_dir:q}"
+        " {params.sweeps}"
         " && jupyter nbconvert --to html --no-input --template-file {input.html_template:q} {log.notebook:q}"
         " --output-dir reports --output {wildcards.dataset}"
         " && cp {log.notebook:q} {output.notebook:q}) > {log.stdout:q} 2>&1"

@@ -2,7 +2,8 @@
 section, budgets page and HTML reports rebuilt from the committed folder alone.
 
   attrrob study run --config config/mnist_cpu.yaml --study studies/mnist_cpu --jobs 2 \\
-      --order natural madry ig_sum_norm ig_norm sarkar
+      --order natural madry ig_sum_norm ig_norm sarkar --readme README.md --budgets docs/budgets.md \\
+      --budget-sources studies/mnist_cpu/budget studies/digits_quickstart/budget --html
   attrrob study report --study studies/mnist_cpu --readme README.md --budgets docs/budgets.md \\
       --budget-sources studies/mnist_cpu/budget studies/digits_quickstart/budget --html
   (the same with --check instead of --html: CI's comparison, writes nothing)
@@ -30,7 +31,8 @@ def _run(args: argparse.Namespace) -> None:
     if not (Path.cwd() / "Snakefile").is_file():
         raise AttrrobError(f"{Path.cwd()} has no Snakefile: run `attrrob study run` in the workflow's folder")
     options = Options(root=Path.cwd(), config=args.config, study=args.study, jobs=args.jobs, order=args.order,
-                      redo=args.redo, snakemake_args=args.snakemake_args, target=args.target)
+                      redo=args.redo, snakemake_args=args.snakemake_args, target=args.target,
+                      readme=args.readme, budgets=args.budgets, budget_sources=args.budget_sources, html=args.html)
     runner = Runner(options, log=lambda line: print(line, flush=True))
 
     def stop(signum, _frame):
@@ -76,6 +78,14 @@ def _report(args: argparse.Namespace) -> None:
                            "a clone should carry")
 
 
+def _report_arguments(parser: argparse.ArgumentParser, when: str) -> None:
+    parser.add_argument("--readme", type=Path, help=f"{when}fill this README's results section")
+    parser.add_argument("--budgets", type=Path, help=f"{when}write the budgets page (docs/budgets.md) here")
+    parser.add_argument("--budget-sources", type=Path, nargs="+",
+                        help="budget-search result folders to render (default: <study>/budget)")
+    parser.add_argument("--html", action="store_true", help=f"{when}render the HTML reports into <study>/reports/")
+
+
 @one_line_errors
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="attrrob study", description=__doc__.splitlines()[0])
@@ -91,15 +101,12 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--dry-run", action="store_true",
                      help="write and commit plan.json, list the runs to do in order, run nothing")
     run.add_argument("--target", default="all", help="the Snakemake target whose runs make the study")
+    _report_arguments(run, "after each committed run, ")
     run.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
                      help="more Snakemake options for every call (last)")
     report = sub.add_parser("report", help="rebuild tables, README section, budgets page, HTML from the study")
     report.add_argument("--study", type=Path, required=True)
-    report.add_argument("--readme", type=Path, help="README whose results section to fill")
-    report.add_argument("--budgets", type=Path, help="write the budgets page (docs/budgets.md) here")
-    report.add_argument("--budget-sources", type=Path, nargs="+",
-                        help="budget-search result folders to render (default: <study>/budget)")
-    report.add_argument("--html", action="store_true", help="also render the HTML reports into <study>/reports/")
+    _report_arguments(report, "")
     report.add_argument("--check", action="store_true",
                         help="write nothing; fail when a text file differs from what the study gives (CI)")
     args = parser.parse_args(argv)

@@ -42,6 +42,11 @@ class Metric:
     percent: bool       # stored as a fraction, shown as a percentage
     published: bool     # whether published.yaml may hold a value for it
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The metric's range: a fraction (NA, AA, IN) in [0, 1], a rank correlation in [-1, 1]."""
+        return (0.0, 1.0) if self.percent else (-1.0, 1.0)
+
 
 METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("NA", "NA (%)", "accuracy", "natural_accuracy", True, True),

@@ -45,11 +45,12 @@ def note(seeds: Sequence[int]) -> str:
     return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds with a 95% t "
             "interval over seeds (the training seed is the unit of replication; a seed without a value, e.g. "
             "no attacked image, counts out, and one seed left gives no interval); image counts are summed "
-            "over seeds; each seed's value with its interval over test images is listed below the table.")
+            "over seeds; an interval is clipped to the metric's range (0–100%, τ and ρ to ±1); each seed's "
+            "value with its interval over test images is listed below the table.")
 
 
-def _summary(values: Sequence[float]) -> dict:
-    return {"mean": (out := mean_ci(values))["mean"], "ci_low": out["ci_low"], "ci_high": out["ci_high"],
+def _summary(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict:
+    return {"mean": (out := mean_ci(values, bounds=bounds))["mean"], "ci_low": out["ci_low"], "ci_high": out["ci_high"],
             "n_seeds": out["n"]}
 
 
@@ -69,7 +70,7 @@ def table(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], 
     for metric in (*METRICS.values(), AUTOATTACK):
         column = f"{metric.key}_mean"
         stacked = pd.concat([frame[column] for frame in per_seed.values()], axis=1).to_numpy(float)
-        stats = [mean_ci(row) for row in stacked]
+        stats = [mean_ci(row, bounds=metric.bounds) for row in stacked]
         for field in ("mean", "ci_low", "ci_high"):
             first[f"{metric.key}_{field}"] = [s[field] for s in stats]
     # Counts (images evaluated, attacked, ...) are summed over seeds: the table's "attacked /
@@ -109,7 +110,9 @@ def metrics_entry(per_seed: dict, index: int, keys: Sequence[str]) -> dict:
     for key in keys:
         seeds = {str(seed): {field: _json(frame.iloc[index][f"{key}_{field}"]) for field in _CI_FIELDS}
                  for seed, frame in per_seed.items()}
-        summary = _summary([frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()])
+        spec = AUTOATTACK if key == AUTOATTACK.key else METRICS.get(key)
+        summary = _summary([frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()],
+                           spec.bounds if spec else None)
         out[key] = {**{k: _json(v) for k, v in summary.items()}, "per_seed": seeds}
     return out
 

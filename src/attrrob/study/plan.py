@@ -23,6 +23,8 @@ RUN_MARKER = "train_metrics.json"
 UPSTREAM = "data"
 # Seed trees: study files (a sweep's selection) lie in them, outside any run's own files.
 SEED_TREE_PREFIX = "seed~"
+# The folder a sweep's runs lie in (results/seed~0/mnist/sarkar/sweep/lam~0.5).
+SWEEP = "sweep"
 # Large files that stay in DVC, never in the study folder: the trained weights.
 NOT_COMMITTED = ("model.pt",)
 
@@ -119,6 +121,11 @@ def _first_index(files: list[str]):
                                default=len(files))
 
 
+def is_sweep(run: Run) -> bool:
+    """A run of a sweep (its folder lies below a `sweep/` folder): other runs may use its selection."""
+    return SWEEP in PurePosixPath(run.name).parts
+
+
 def ordered(runs: tuple[Run, ...], order: list[str]) -> list[Run]:
     """Runs whose folder names one of `order` first, in that order (e.g. cheap methods first);
     the others after; within a method its sweep runs first (a selection the main runs train with
@@ -127,7 +134,7 @@ def ordered(runs: tuple[Run, ...], order: list[str]) -> list[Run]:
 
     def key(run: Run) -> tuple[int, int]:
         parts = PurePosixPath(run.name).parts
-        return (min((rank[p] for p in parts if p in rank), default=len(order)), 0 if "sweep" in parts else 1)
+        return (min((rank[p] for p in parts if p in rank), default=len(order)), 0 if is_sweep(run) else 1)
 
     return sorted(runs, key=key)
 

@@ -45,6 +45,12 @@ class Options:
     snakemake_args: list[str] = field(default_factory=list)
     target: str = "all"
     nice: int = 19
+    # What `attrrob study report` rebuilds after each committed run (None: the study folder's own
+    # table, metrics and README only), so the committed tree always matches its runs.
+    readme: Path | None = None
+    budgets: Path | None = None
+    budget_sources: list[Path] | None = None
+    html: bool = False
 
     def snakemake(self) -> list[str]:
         return ["--configfile", self.config, *self.snakemake_args]
@@ -59,6 +65,10 @@ class Runner:
         self._finishing = threading.Lock()
         self.stopping = False
         self.failed: list[str] = []
+        # Sweep runs in progress: a main run dequeued after them waits, because it needs their
+        # selection and Snakemake (--nolock) would otherwise build the same sweep run twice at once.
+        self._sweeps_running: set[str] = set()
+        self._sweeps_done = threading.Condition()
 
     # ------------------------------------------------------------------ plan and skips
     def prepare(self) -> tuple[Plan, list[Run]]:
@@ -171,6 +181,20 @@ class Runner:
                    f"load {load_start[0]:.2f} -> {load_end[0]:.2f})")
         store.commit(o.study, [*copied, path], message)
         self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
+        self.refresh_reports(f"after {run.name}")
+
+    def refresh_reports(self, why: str) -> None:
+        """Rebuild the study's tables, README sections (and HTML) from the committed runs; commit them."""
+        from attrrob.study import regenerate
+
+        o = self.options
+        texts = regenerate.regenerated(o.study, o.readme, o.budgets, o.budget_sources)
+        changed = regenerate.differences(texts)
+        for path in changed:
+            outputs.write_text(path, texts[path])
+        pages = regenerate.html_reports(o.study) if o.html else []
+        if store.commit(o.study, [*changed, *pages], f"study {o.study.name}: tables and reports regenerated ({why})"):
+            self.log(f"regenerated {len(changed)} text file(s) and {len(pages)} HTML report(s) ({why})")
 
     def _worker(self, runs: queue.Queue, names: set[str]) -> None:
         while not self.stopping:
@@ -178,11 +202,25 @@ class Runner:
                 run = runs.get_nowait()
             except queue.Empty:
                 return
+            sweep = study_plan.is_sweep(run)
+            with self._sweeps_done:
+                if sweep:
+                    self._sweeps_running.add(run.name)
+                elif self._sweeps_running:
+                    self.log(f"{run.name} waits for sweep run(s) {', '.join(sorted(self._sweeps_running))}")
+                    while self._sweeps_running and not self.stopping:
+                        self._sweeps_done.wait(1.0)
             try:
-                self.run_one(run, names)
+                if not self.stopping:
+                    self.run_one(run, names)
             except AttrrobError as exc:
                 self.failed.append(run.name)
                 self.log(f"FAILED {run.name}: {exc}")
+            finally:
+                if sweep:
+                    with self._sweeps_done:
+                        self._sweeps_running.discard(run.name)
+                        self._sweeps_done.notify_all()
 
     # ------------------------------------------------------------------ the whole study
     def run(self) -> int:
@@ -231,6 +269,7 @@ class Runner:
         copied = store.copy_files(o.root, o.study, list(plan.study_files))
         store.commit(o.study, copied, f"study {o.study.name}: {len(copied)} study file(s) "
                      f"(wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min)")
+        self.refresh_reports("study files")
 
 
 def jobs_of(root: Path, benchmarks: list[str]) -> list[dict]:
