@@ -83,7 +83,7 @@ def test_the_reports_say_which_seed_they_show():
     from attrrob.report import seeds
 
     assert seeds.report_note(["0"]) == "1 seed: intervals over test images only (none over training seeds)."
-    assert seeds.report_note(["3", "5"]).startswith("These pages show the models of seed 3, one of 2 training seeds")
+    assert seeds.report_note(["3", "5"]).startswith("These pages' tables show the models of seed 3, one of 2 training seeds")
 
 
 def test_the_forest_plot_over_seeds_draws_each_seeds_value(tmp_path):
@@ -100,6 +100,13 @@ def test_the_forest_plot_over_seeds_draws_each_seeds_value(tmp_path):
     na = sorted(100 * json.loads((root / f"seed~{s}/mnist/{m}/accuracy/summary.json").read_text())
                 ["natural_accuracy"]["mean"] for s in (0, 1, 2) for m in ("ig_sum_norm", "sarkar"))
     assert sorted(float(line.get_xdata()[0]) for line in dots) == pytest.approx(na)
+    # The reports' call: given seed 0's tree (what the notebooks get), the same plot over all seeds.
+    assert report.seeds.results_root(root / "seed~0") == root and report.seeds.results_root(root) == root
+    whole = report.seeds.forest(root / "seed~0", ["0", "1", "2"], "mnist", ["ig_sum_norm", "sarkar"])
+    na_axis = whole.axes[0]
+    assert na_axis.get_title() == "NA (%)"
+    seed_dots = [line for line in na_axis.lines if line.get_markerfacecolor() == "none" and line.get_markersize() < 5]
+    assert sorted(float(line.get_xdata()[0]) for line in seed_dots) == pytest.approx(na)
 
 
 def test_intervals_over_seeds_stay_within_the_metrics_range():

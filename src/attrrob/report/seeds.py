@@ -18,6 +18,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from ..intervals import mean_ci
+from .figures import plot_forest
 from .load import AUTOATTACK, METRICS, PathLike, dataset_name, method_name
 from .tables import PAIRED_METRICS, _CI_FIELDS, _fmt, collect_table, paired_comparison
 
@@ -29,9 +30,26 @@ def report_note(seeds: Sequence[str | int]) -> str:
     """The HTML reports' line on seeds: they show one seed's runs (the first), tables.md all."""
     if len(seeds) == 1:
         return ONE_SEED_NOTE
-    return (f"These pages show the models of seed {seeds[0]}, one of {len(seeds)} training seeds "
-            f"({', '.join(map(str, seeds))}); `results/table.md` and `results/metrics.json` give the means over "
-            "seeds with t intervals over seeds.")
+    return (f"These pages' tables show the models of seed {seeds[0]}, one of {len(seeds)} training seeds "
+            f"({', '.join(map(str, seeds))}); each attack's second forest plot, `results/table.md` and "
+            "`results/metrics.json` give the means over seeds with t intervals over seeds.")
+
+
+FOREST_CAPTION = ("Mean over training seeds with its 95% t interval over seeds (filled; clipped to the metric's "
+                  "range); each seed's own value as a small hollow dot below its method's line.")
+
+
+def results_root(results_dir: PathLike) -> Path:
+    """The folder holding the `seed~<s>` trees, given it or one of them (the reports get seed 0's)."""
+    path = Path(results_dir)
+    return path.parent if path.name.startswith("seed~") else path
+
+
+def forest(results_dir: PathLike, seeds: Sequence[str | int], dataset: str, methods: Sequence[str],
+           attack: str = "topk"):
+    """The forest plot over seeds (attrrob.report.plot_forest with each seed's dots) for one data set."""
+    across, per_seed = table(results_root(results_dir), [int(s) for s in seeds], [dataset], methods, attack)
+    return plot_forest(across, per_seed=per_seed)
 
 
 def seed_dir(results_dir: PathLike, seed: int) -> Path:
