@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,17 @@ def run(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 30
     # when its virtualenv is not activated.
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     full_env = {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(env or {})}
-    return subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=timeout)
+    # Its own process group, killed whole on a timeout: `dvc repro` or `snakemake` killed alone
+    # would leave their jobs running and slowing every later test.
+    with subprocess.Popen(args, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, text=True, start_new_session=True) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(args, proc.returncode, stdout, stderr)
 
 
 def snakemake(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
