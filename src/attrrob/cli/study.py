@@ -16,7 +16,6 @@ import signal
 import sys
 from pathlib import Path
 
-from attrrob import outputs
 from attrrob.errors import AttrrobError, one_line_errors
 from attrrob.study import regenerate
 
@@ -64,10 +63,8 @@ def _report(args: argparse.Namespace) -> None:
                                f"{args.study} give; run the same command without --check and commit the result")
         print(f"{len(texts)} file(s) match what {args.study} gives")
         return
-    for path, text in texts.items():
-        if regenerate.differences({path: text}):
-            outputs.write_text(path, text)
-            print(f"wrote {path}")
+    for path in regenerate.write_changed(texts):
+        print(f"wrote {path}")
     if args.html:
         for page in regenerate.html_reports(args.study):
             print(f"wrote {page}")

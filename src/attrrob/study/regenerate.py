@@ -139,6 +139,14 @@ def differences(texts: dict[Path, str]) -> list[Path]:
             if not path.is_file() or path.read_bytes() != text.encode("utf-8")]
 
 
+def write_changed(texts: dict[Path, str]) -> list[Path]:
+    """Write (atomically) the files whose bytes differ from `texts`; return them."""
+    changed = differences(texts)
+    for path in changed:
+        outputs.write_text(path, texts[path])
+    return changed
+
+
 def html_reports(study: Path) -> list[Path]:
     """The workflow's HTML reports of the first committed seed, into <study>/reports/ (images
     embedded; no link leaves the page)."""

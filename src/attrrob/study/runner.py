@@ -188,10 +188,7 @@ class Runner:
         from attrrob.study import regenerate
 
         o = self.options
-        texts = regenerate.regenerated(o.study, o.readme, o.budgets, o.budget_sources)
-        changed = regenerate.differences(texts)
-        for path in changed:
-            outputs.write_text(path, texts[path])
+        changed = regenerate.write_changed(regenerate.regenerated(o.study, o.readme, o.budgets, o.budget_sources))
         pages = regenerate.html_reports(o.study) if o.html else []
         if store.commit(o.study, [*changed, *pages], f"study {o.study.name}: tables and reports regenerated ({why})"):
             self.log(f"regenerated {len(changed)} text file(s) and {len(pages)} HTML report(s) ({why})")
