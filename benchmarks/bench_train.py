@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from attrrob import config, models, objectives
+from attrrob import config, models, objectives, registry
 from attrrob.data.idx import read_idx
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +69,7 @@ def input_gradient_rows(method: str, s: dict) -> tuple[int, int]:
 
 def time_step(method, model, opt, x, y, s, pgd_iters, repeats, device):
     """Median over repeats of (seconds per PGD iteration, seconds of outer loss + backward + update)."""
-    objective = objectives.get_objective(method)
+    outer_loss = registry.method(method).outer_loss
     timed = dict(s, pgd_steps=pgd_iters)
     inner_t, outer_t = [], []
     for r in range(repeats):
@@ -79,7 +79,7 @@ def time_step(method, model, opt, x, y, s, pgd_iters, repeats, device):
         x_adv = objectives.adversarial_example(method, model, x, y, timed, gen)
         sync(device)
         t1 = CLOCK()
-        loss, _ = objective.outer(model, x, x_adv, y, timed)
+        loss, _ = outer_loss(model, x, x_adv, y, timed)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -157,7 +157,7 @@ def measure_method(method: str, args: argparse.Namespace, model, opt, x, y, raw_
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--methods", nargs="+", default=list(config.METHODS), choices=config.METHODS)
+    p.add_argument("--methods", nargs="+", default=list(registry.METHODS), choices=registry.method_names())
     p.add_argument("--pgd-iters", type=int, default=None,
                    help="PGD iterations timed per step (default: 40 for madry, 1 for attribution objectives)")
     p.add_argument("--repeats", type=int, default=1, help="timed steps per method and variant (median)")

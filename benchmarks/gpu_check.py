@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from attrrob import config, devices, evaluation, models, objectives, training  # noqa: E402
+from attrrob import config, devices, evaluation, models, objectives, registry, training  # noqa: E402
 from gpu_report import LOSS_RTOL, cuda_tests, write_outputs  # noqa: E402
 
 PROTOCOL_IMAGES, PROTOCOL_ITERATIONS = 10_000, 100
@@ -311,7 +311,7 @@ def grid_steps() -> dict[tuple[str, str], int]:
     path = REPO / "config" / "config.yaml"
     cfg = yaml.safe_load(path.read_text()) if path.is_file() else {}
     datasets = cfg.get("datasets") or list(TRAIN_DATASETS)
-    methods = cfg.get("methods") or list(config.METHODS)
+    methods = cfg.get("methods") or list(registry.METHODS)
     forced = cfg.get("train_steps")
     return {(d, m): int(forced) if forced else int(config.train_settings(d, m)["steps"])
             for d in datasets for m in methods}
@@ -356,7 +356,7 @@ def section_training(device, profile, budget, report) -> None:
     out = report["training"]
     rows = out["rows"]
     for dataset in TRAIN_DATASETS:
-        for method in config.METHODS:
+        for method in registry.METHODS:
             budget.check()
             rows.append(time_training(device, profile, dataset, method))
             _free_cuda(device)
@@ -403,7 +403,7 @@ def precision_variants(device, profile: Profile, dataset: str, method: str) -> d
 
 def section_autocast(device, profile, budget, report) -> None:
     for dataset in profile.autocast_batch:
-        for method in config.METHODS:
+        for method in registry.METHODS:
             budget.check()
             report["autocast"]["rows"].append(precision_variants(device, profile, dataset, method))
     report["autocast"]["tolerance"] = LOSS_RTOL

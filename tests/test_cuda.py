@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import torch
 
-from attrrob import config, devices, evaluation, models, objectives, training
+from attrrob import config, devices, evaluation, models, objectives, registry, training
 from attrrob.attacks import saliency as saliency_attacks
 from attrrob.ig import integrated_gradients, logit_fn, saliency_map
 from conftest import REPO, shared_dir
@@ -293,7 +293,7 @@ def adversarial_difference(dataset, method, settings, x, y, device) -> float:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("method", config.METHODS)
+@pytest.mark.parametrize("method", registry.METHODS)
 @pytest.mark.parametrize("dataset", ["mnist", "gtsrb"])
 def test_one_training_step_matches_cpu(dataset, method, device, record_property):
     overrides = dict(SIZES["train_overrides"], batch_size=SIZES["train_batch"][dataset])
@@ -310,6 +310,6 @@ def test_one_training_step_matches_cpu(dataset, method, device, record_property)
     assert all(math.isfinite(v) for v in dev_terms.values()), dev_terms
     if rel > LOSS_RTOL:
         flipped = (adversarial_difference(dataset, method, s, x, y, device)
-                   if objectives.get_objective(method).inner is not None else None)
+                   if registry.method(method).inner is not None else None)
         pytest.fail(f"loss {dev_terms['total']!r} on {device} vs {cpu_terms['total']!r} on the CPU: {rel:.3g} "
                     f"relative (tolerance {LOSS_RTOL:g}); fraction of x' pixels differing: {flipped}")

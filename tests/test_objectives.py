@@ -5,10 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attrrob import config, ig, models, objectives
+from attrrob import config, ig, models, objectives, registry
 from attrrob.errors import ConfigError
 
-METHODS = list(config.METHODS)
+METHODS = list(registry.METHODS)
 
 
 def tiny_settings(method, **extra):
@@ -131,7 +131,7 @@ def test_inner_cross_entropy_is_unclipped_where_the_clipped_one_is_flat(method):
     y = torch.zeros(2, dtype=torch.long)
     z = (x + 0.05).requires_grad_(True)
     s = {**tiny_settings(method), "method": method}
-    (grad,) = torch.autograd.grad(objectives.OBJECTIVES[method].inner(net, x, y, s)(z), z)
+    (grad,) = torch.autograd.grad(registry.method(method).inner_loss(net, x, y, s)(z), z)
     p = F.softmax(net(z.detach()), 1)
     assert (p[:, 0] < 1e-10).all()
     expected = ((p - F.one_hot(y, 2).double()) @ net.w.detach()).view_as(z)
@@ -182,7 +182,7 @@ def test_inner_pgd_iterates_stay_in_ball_and_range(monkeypatch, method):
 
 
 def test_ig_sum_norm_and_sarkar_variants_draw_identical_inner_iterates(monkeypatch):
-    assert all(objectives.OBJECTIVES[m].inner is objectives.OBJECTIVES["ig_sum_norm"].inner
+    assert all(registry.method(m).inner_loss is registry.method("ig_sum_norm").inner_loss
                for m in ("sarkar", "sarkar_cacr", "sarkar_wacr"))
     runs = {}
     for method in ("ig_sum_norm", "sarkar", "sarkar_wacr"):
@@ -259,7 +259,7 @@ def test_ig_max_batch_chunks_give_the_same_loss():
 
 def test_unknown_method_is_a_config_error():
     with pytest.raises(ConfigError, match="unknown method 'trades'"):
-        objectives.get_objective("trades")
+        objectives.compute_loss("trades", None, None, None, {})
 
 
 def test_rows_per_ig_call_honours_the_budget_and_caps_cpu_passes():

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from attrrob import config as attrrob_config
-from attrrob import plan_estimate
+from attrrob import plan_estimate, registry
 from attrrob.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_the_paper_grid_on_a_cpu_is_refused_unless_the_config_asks_for_the_cpu(m
 
 def test_the_quickstart_fits_well_within_the_limit():
     line = plan_estimate.check_plan(REPO / "config/quickstart.yaml",
-                                    [("digits", m) for m in attrrob_config.METHODS], None, "cpu")
+                                    [("digits", m) for m in registry.METHODS], None, "cpu")
     assert "7 training job(s)" in line and "min" in line
     assert plan_estimate.check_plan(None, [], None, "auto") is None
     assert plan_estimate.human(86400) == "1 day" and plan_estimate.human(3 * 3600) == "3.0 h"

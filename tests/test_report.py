@@ -501,7 +501,7 @@ def test_paired_difference_equals_scipys_paired_t_interval():
     test = stats.ttest_rel(a.set_index("index").loc[keep, "topk_intersection"],
                            b.set_index("index").loc[keep, "topk_intersection"])
     low, high = test.confidence_interval(0.95)
-    found = report.tables.paired_difference(a, b, "topk_intersection")
+    found = report.paired.paired_difference(a, b, "topk_intersection")
     assert found["n"] == len(keep)
     assert found["mean"] == pytest.approx(float(diff.mean()))
     assert (found["ci_low"], found["ci_high"]) == pytest.approx((low, high))
@@ -509,9 +509,9 @@ def test_paired_difference_equals_scipys_paired_t_interval():
     assert found["ci_high"] - found["ci_low"] < 0.5 * (2 * stats.t.ppf(0.975, 2 * len(keep) - 2)
                                                         * math.sqrt(a["topk_intersection"].var() / len(keep)
                                                                     + b["topk_intersection"].var() / len(keep)))
-    one = report.tables.paired_difference(a.iloc[:1], b, "topk_intersection")
+    one = report.paired.paired_difference(a.iloc[:1], b, "topk_intersection")
     assert one["n"] == 1 and math.isnan(one["ci_low"])
-    assert report.tables.paired_difference(None, b, "kendall_tau")["n"] == 0
+    assert report.paired.paired_difference(None, b, "kendall_tau")["n"] == 0
 
 
 def test_paired_comparison_and_delta_view(results):
@@ -521,13 +521,13 @@ def test_paired_comparison_and_delta_view(results):
     a = report.load_per_example(root, "mnist", "ig_norm")
     b = report.load_per_example(root, "mnist", "natural")
     for metric in ("topk_intersection", "kendall_tau"):
-        expected = report.tables.paired_difference(a, b, metric)
+        expected = report.paired.paired_difference(a, b, metric)
         assert frame.iloc[0][f"{metric}_mean"] == pytest.approx(expected["mean"])
         assert frame.iloc[0][f"{metric}_n"] == expected["n"]
     text = report.paired_markdown(frame)
     row = next(line for line in text.splitlines() if line.startswith("| MNIST"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    ci = report.tables.paired_difference(a, b, "topk_intersection")
+    ci = report.paired.paired_difference(a, b, "topk_intersection")
     assert cells[1] == "IG-NORM − Natural" and cells[2] == str(ci["n"])
     assert cells[3] == f"{100 * ci['mean']:+.2f} [{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]"
     delta = report.delta_vs_reference(root, DATASETS, METHODS, reference="natural")
@@ -839,8 +839,8 @@ def test_collect_results_readme_has_the_table_and_the_paired_comparison(tmp_path
         line = next(row for row in text.splitlines()
                     if row.startswith(f"| MNIST | {report.method_name(a)} − {report.method_name(b)} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
-        ins = report.tables.paired_difference(frames[a], frames[b], "topk_intersection")
-        tau = report.tables.paired_difference(frames[a], frames[b], "kendall_tau")
+        ins = report.paired.paired_difference(frames[a], frames[b], "topk_intersection")
+        tau = report.paired.paired_difference(frames[a], frames[b], "kendall_tau")
         assert cells[2] == str(ins["n"]) and ins["n"] > 20
         assert cells[3] == f"{100 * ins['mean']:+.2f} [{100 * ins['ci_low']:+.2f}, {100 * ins['ci_high']:+.2f}]"
         assert cells[4] == f"{tau['mean']:+.3f} [{tau['ci_low']:+.3f}, {tau['ci_high']:+.3f}]"

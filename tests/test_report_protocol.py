@@ -8,7 +8,7 @@ import pytest
 from scipy import stats
 
 from attrrob import outputs
-from attrrob.report import protocol, tables
+from attrrob.report import paired, protocol
 
 TRAIN = {"eps": 0.1, "pgd_steps": 10, "seed": 4557077}
 ACCURACY = {"eps": 0.1, "steps": 20}
@@ -59,7 +59,7 @@ def test_protocol_line_shows_a_range_and_missing_files(mnist):
 
 
 def test_verdict_states_the_paired_interval_against_the_claim(mnist):
-    delta = tables.paired_comparison(mnist, ["mnist"], [("sarkar", "ig_sum_norm")])
+    delta = paired.paired_comparison(mnist, ["mnist"], [("sarkar", "ig_sum_norm")])
     a = pd.read_csv(mnist / "mnist/sarkar/attack_topk/per_example.csv")["topk_intersection"]
     b = pd.read_csv(mnist / "mnist/ig_sum_norm/attack_topk/per_example.csv")["topk_intersection"]
     diff = 100 * (a - b)
@@ -75,7 +75,7 @@ def test_verdict_for_a_gain_inside_the_claim_and_none_without_a_claim(tmp_path):
     _write(tmp_path, "gtsrb", "sarkar", 10, base + 0.05 + np.linspace(-0.001, 0.001, 50))
     _write(tmp_path, "digits", "ig_sum_norm", 10, base)
     _write(tmp_path, "digits", "sarkar", 10, base + 0.05)
-    delta = tables.paired_comparison(tmp_path, ["gtsrb", "digits"], [("sarkar", "ig_sum_norm")])
+    delta = paired.paired_comparison(tmp_path, ["gtsrb", "digits"], [("sarkar", "ig_sum_norm")])
     verdict = protocol.claim_verdict(delta)
     assert "Verdict, GTSRB" in verdict and "consistent with the claim" in verdict
     assert "digits" not in verdict.lower()  # the paper claims nothing about digits

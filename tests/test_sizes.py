@@ -17,12 +17,8 @@ MAX_FUNCTION_LINES = 80
 # Known offenders, each to be split by the issue named; sizes as they are today. The list may only
 # shrink: an entry that grows past its size fails, and so does one that is no longer over the limit
 # (remove it then). Never add to it: split the new code instead.
-ALLOWED_FILES = {
-    "src/attrrob/report/tables.py": 822,  # issue 17 (statistics, collection, rendering)
-}
-ALLOWED_FUNCTIONS = {
-    "src/attrrob/evaluation.py:evaluate_attack": 112,  # issue 17 (the batch loop and the summary)
-}
+ALLOWED_FILES: dict[str, int] = {}
+ALLOWED_FUNCTIONS: dict[str, int] = {}
 
 
 def python_files() -> list[Path]:

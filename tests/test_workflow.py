@@ -111,7 +111,7 @@ def test_shipped_configs_are_valid(path):
 
 def test_paper_grid_is_four_datasets_by_seven_methods_on_gpus():
     config = validated(yaml.safe_load((REPO / "config/config.yaml").read_text()))
-    from attrrob.config import METHODS
+    from attrrob.registry import METHODS
 
     assert config["datasets"] == ["mnist", "fashion_mnist", "gtsrb", "flower"]
     assert tuple(config["methods"]) == METHODS
@@ -120,7 +120,8 @@ def test_paper_grid_is_four_datasets_by_seven_methods_on_gpus():
 
 
 def test_quickstart_hyperparameters_pass_the_package_checks():
-    from attrrob.config import METHODS, attack_settings, read_user_config, train_settings
+    from attrrob.registry import METHODS
+    from attrrob.config import attack_settings, read_user_config, train_settings
 
     path = REPO / "config/quickstart.yaml"
     assert set(read_user_config(path)) == {"digits"}

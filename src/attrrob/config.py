@@ -27,7 +27,6 @@ from . import registry
 from .errors import ConfigError, short
 from .strict_yaml import Refused, strict_yaml_load
 
-METHODS = registry.METHODS
 ATTACKS = registry.ATTACKS
 ZERO_DIRECTION_MODES = ("random_sign", "stay")
 TIES_MODES = ("expected", "index")
@@ -297,7 +296,7 @@ def check_setting(dataset: str, method: str | None, section: str, key: str, valu
     shape = _user_shape(_defaults()[dataset]) if dataset in _defaults() else {}
     if section not in shape:
         raise ConfigError(f"{where}: unknown settings section '{section}' (known: {', '.join(shape)})")
-    known = shape[section][method] if section == "train" else shape[section]
+    known = shape[section].get(method, shape[section]["common"]) if section == "train" else shape[section]
     if key not in known:
         raise ConfigError(f"{where}: unknown {section} setting '{key}' (known: {', '.join(known)})")
     if section == "train":
@@ -400,30 +399,26 @@ def _coerce_floats(values: dict, defaults: Mapping) -> None:
             values[key] = float(values[key])
 
 
-# Each method's own weight key; the other one is a mistake at method level (it used to be `lam`
-# for all three concepts, see defaults.yaml).
-_WEIGHT_KEYS = {"ig_norm": "lam", "ig_sum_norm": "beta", "sarkar": "lam", "sarkar_cacr": "lam",
-                "sarkar_wacr": "lam"}
-_WEIGHT_NAMES = {"lam": "λ", "beta": "β"}
-
-
 def _check_weight_keys(method: str, given: Mapping, where: str) -> None:
-    own = _WEIGHT_KEYS.get(method)
-    if own is None:
+    """Another method's weight key set at a method with a weight of its own is a mistake (`lam`
+    used to stand for all three concepts, see defaults.yaml)."""
+    own = registry.method(method)
+    if own.weight is None:
         return
-    other = "beta" if own == "lam" else "lam"
-    if other in given:
-        raise ConfigError(f"{where}.{other}: {method} has no {_WEIGHT_NAMES[other]}; its weight is "
-                          f"'{own}' ({_WEIGHT_NAMES[own]}); set {own} instead")
+    for other in {m.weight for m in map(registry.method, registry.method_names())} - {None, own.weight}:
+        if other in given:
+            symbol = registry.WEIGHT_SYMBOLS.get(other, other)
+            raise ConfigError(f"{where}.{other}: {method} has no {symbol}; its weight is "
+                              f"'{own.weight}' ({own.weight_symbol}); set {own.weight} instead")
 
 
 def train_settings(dataset: str, method: str, config_path: str | Path | None = None,
                    overrides: Mapping | None = None) -> dict:
     """Training settings for dataset × method: train.common, then train.<method>, then the user's, then overrides."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown method '{method}' (known: {', '.join(METHODS)})")
+    registered = registry.method(method)  # an unknown method is named here
     train = _section(dataset, "train")
     settings = copy.deepcopy(train["common"])
+    settings.update(copy.deepcopy(dict(registered.defaults)))
     settings.update(copy.deepcopy(train.get(method, {})))
     user = read_user_config(config_path).get(dataset, {}).get("train", {})
     _check_weight_keys(method, user.get(method, {}), f"{_where(config_path)}: hyperparameters.{dataset}.train.{method}")

@@ -332,44 +332,10 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
                         int(settings.get("ig_max_batch") or 0), memory_budget_bytes)
     predictions = _predict(model, x.to(device)).cpu()
     correct = (predictions == y).nonzero().flatten().tolist()
-    per_image: dict[int, dict] = {}
-    traces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    examples: dict[str, list] = {k: [] for k in ("indices", "labels", "original", "attacked",
-                                                   "saliency_original", "saliency_attacked")}
-    k_metric, ties, window = int(settings["k_metric"]), settings["ties"], int(settings["window"])
     with _progress(len(correct), f"{attack} {dataset}", progress) as bar:
-        for start in range(0, len(correct), plan.batch_images):
-            batch = correct[start:start + plan.batch_images]
-            xb, yb = x[batch].to(device), y[batch].to(device)
-            tb = None if target is None else target.to(device).expand(len(batch), -1)
-            result = saliency_attacks.attack_batch(model, xb, yb, batch, attack, settings, lo=lo, hi=hi,
-                                                      integral=integral, seed=seed, target=tb,
-                                                      max_rows=plan.max_rows)
-            values = {k: v.cpu() for k, v in result.metrics(k_metric, height, width, ties).items()}
-            # IN with ties broken by pixel index as well, whatever `ties` is: what the tie-break moves.
-            by_index = result.topk_intersection(k_metric, "index").cpu()
-            tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
-            lens = {k: v.cpu() for k, v in lens_values(result, k_metric, height, width, window, ties).items()}
-            trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
-            for row, index in enumerate(batch):
-                per_image[index] = {name: float(values[name][row]) for name in METRIC_NAMES}
-                per_image[index].update(restart=int(result.restart[row]), step=int(result.step[row]),
-                                        zero_direction=int(result.zero_direction[row]),
-                                        topk_tied_slots=int(tied[row]),
-                                        topk_intersection_index=float(by_index[row]),
-                                        topk_div_completed=int(lens["topk_div_completed"][row]),
-                                        **{name: float(lens[name][row]) for name in LENS_NAMES})
-                traces[index] = (trace_tau[row], trace_in[row])
-            room = save_examples - len(examples["indices"])
-            if room > 0:
-                keep = slice(0, room)
-                examples["indices"].extend(batch[keep])
-                examples["labels"].extend(yb[keep].cpu().tolist())
-                examples["original"].append(xb[keep].cpu().numpy())
-                examples["attacked"].append(result.x_kept[keep].cpu().numpy())
-                examples["saliency_original"].append(result.map_original[keep].cpu().numpy())
-                examples["saliency_attacked"].append(result.map_kept[keep].cpu().numpy())
-            bar.update(len(batch))
+        per_image, traces, examples = _attack_images(
+            model, x, y, correct, attack, settings, plan, seed=seed, target=target, value_range=(lo, hi, integral),
+            save_examples=save_examples, on_batch=bar.update)
     wall = time.perf_counter() - start_time
 
     rows = []
@@ -379,7 +345,66 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
             rows.append({**row, "status": "attacked", **per_image[index]})
         else:
             rows.append({**row, "status": "skipped_misclassified"})
-    attacked = [per_image[i] for i in sorted(per_image)]
+    summary = _attack_summary(rows, [per_image[i] for i in sorted(per_image)], attack, settings, plan,
+                              dataset=dataset, method=method, seed=seed, target=target, shape=(height, width),
+                              wall=wall, device=device)
+    return AttackOutcome(rows=rows, summary=summary, examples=_example_arrays(examples, x.shape[1:], height, width),
+                         trace=attack_trace(traces, int(settings["iterations"])))
+
+
+def _attack_images(model, x, y, correct: list[int], attack: str, settings: dict, plan, *, seed: int,
+                   target: torch.Tensor | None, value_range: tuple, save_examples: int, on_batch):
+    """The batch loop: attack the correctly classified images `correct`, batch by batch; per image its
+    metrics row and traces, and the first `save_examples` images' arrays."""
+    device = next(model.parameters()).device
+    lo, hi, integral = value_range
+    _, _, height, width = x.shape
+    per_image: dict[int, dict] = {}
+    traces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    examples: dict[str, list] = {k: [] for k in ("indices", "labels", "original", "attacked",
+                                                   "saliency_original", "saliency_attacked")}
+    k_metric, ties, window = int(settings["k_metric"]), settings["ties"], int(settings["window"])
+    for start in range(0, len(correct), plan.batch_images):
+        batch = correct[start:start + plan.batch_images]
+        xb, yb = x[batch].to(device), y[batch].to(device)
+        tb = None if target is None else target.to(device).expand(len(batch), -1)
+        result = saliency_attacks.attack_batch(model, xb, yb, batch, attack, settings, lo=lo, hi=hi,
+                                                  integral=integral, seed=seed, target=tb,
+                                                  max_rows=plan.max_rows)
+        values = {k: v.cpu() for k, v in result.metrics(k_metric, height, width, ties).items()}
+        # IN with ties broken by pixel index as well, whatever `ties` is: what the tie-break moves.
+        by_index = result.topk_intersection(k_metric, "index").cpu()
+        tied = metrics.topk_tied_slots(result.map_original, k_metric).cpu()
+        lens = {k: v.cpu() for k, v in lens_values(result, k_metric, height, width, window, ties).items()}
+        trace_tau, trace_in = result.trace_kendall_tau.cpu().numpy(), result.trace_topk_intersection.cpu().numpy()
+        for row, index in enumerate(batch):
+            per_image[index] = {name: float(values[name][row]) for name in METRIC_NAMES}
+            per_image[index].update(restart=int(result.restart[row]), step=int(result.step[row]),
+                                    zero_direction=int(result.zero_direction[row]),
+                                    topk_tied_slots=int(tied[row]),
+                                    topk_intersection_index=float(by_index[row]),
+                                    topk_div_completed=int(lens["topk_div_completed"][row]),
+                                    **{name: float(lens[name][row]) for name in LENS_NAMES})
+            traces[index] = (trace_tau[row], trace_in[row])
+        room = save_examples - len(examples["indices"])
+        if room > 0:
+            keep = slice(0, room)
+            examples["indices"].extend(batch[keep])
+            examples["labels"].extend(yb[keep].cpu().tolist())
+            examples["original"].append(xb[keep].cpu().numpy())
+            examples["attacked"].append(result.x_kept[keep].cpu().numpy())
+            examples["saliency_original"].append(result.map_original[keep].cpu().numpy())
+            examples["saliency_attacked"].append(result.map_kept[keep].cpu().numpy())
+        on_batch(len(batch))
+    return per_image, traces, examples
+
+
+def _attack_summary(rows: list[dict], attacked: list[dict], attack: str, settings: dict, plan, *, dataset: str,
+                    method: str | None, seed: int, target: torch.Tensor | None, shape: tuple[int, int], wall: float,
+                    device) -> dict:
+    """summary.json of an attack run: settings as run, counts, tie and LENS facts, each metric's mean."""
+    height, width = shape
+    k_metric, ties, window = int(settings["k_metric"]), settings["ties"], int(settings["window"])
     n_zero = sum(r["zero_direction"] for r in attacked)
     n_tied = sum(r["topk_tied_slots"] > 0 for r in attacked)
     summary = {
@@ -405,18 +430,20 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     }
     if attack == "noise":  # the control keeps an image's label or counts it here (its metrics read 1)
         summary["noise"] = {"n_label_changed": sum(r["step"] == 0 for r in attacked)}
-    # Always the same keys (a rule output): with no example kept, arrays of length 0.
-    empty = {"original": (0, *x.shape[1:]), "attacked": (0, *x.shape[1:]),
+    return summary
+
+
+def _example_arrays(examples: dict[str, list], image_shape, height: int, width: int) -> dict[str, np.ndarray]:
+    """examples.npz: always the same keys (a rule output); with no example kept, arrays of length 0."""
+    empty = {"original": (0, *image_shape), "attacked": (0, *image_shape),
              "saliency_original": (0, height * width), "saliency_attacked": (0, height * width)}
-    arrays = {
+    return {
         "indices": np.asarray(examples["indices"], dtype=np.int64),
         "labels": np.asarray(examples["labels"], dtype=np.int64),
         **{k: (np.concatenate(examples[k]) if examples[k] else np.zeros(shape)).astype(np.float32)
            for k, shape in empty.items()},
         "height": np.int64(height), "width": np.int64(width),
     }
-    return AttackOutcome(rows=rows, summary=summary, examples=arrays,
-                         trace=attack_trace(traces, int(settings["iterations"])))
 
 
 def lens_values(result: saliency_attacks.AttackResult, k: int, height: int, width: int, window: int,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import config, run_settings
+from . import config, registry, run_settings
 from .errors import ConfigError, short
 
 SECTIONS = ("train", "attack", "accuracy")
@@ -227,8 +227,9 @@ def check_sweeps(sweeps: Any, experiment: Experiment) -> dict:
         if not isinstance(methods, Mapping):
             raise ConfigError(f"sweeps.{dataset}: expected a mapping of methods")
         for method, body in methods.items():
-            if method not in config.METHODS:
-                raise ConfigError(f"sweeps.{dataset}.{method}: unknown method (known: {', '.join(config.METHODS)})")
+            if method not in registry.method_names():
+                raise ConfigError(f"sweeps.{dataset}.{method}: unknown method "
+                                  f"(known: {', '.join(registry.method_names())})")
             if dataset in experiment.datasets and method in experiment.methods:
                 out.setdefault(dataset, {})[method] = _check_sweep(body, dataset, method, experiment)
     return out

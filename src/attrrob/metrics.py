@@ -390,9 +390,8 @@ def proportion_ci(outcomes: Iterable[bool] | torch.Tensor | np.ndarray, confiden
     n = int(arr.size)
     if n == 0:
         return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    p = float(arr.mean())
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    p, k = float(arr.mean()), int(arr.sum())
+    interval = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     # The interval always holds p; clamping keeps rounding (at 0% or 100%) from saying otherwise.
-    return {"mean": p, "ci_low": max(0.0, min(p, centre - half)), "ci_high": min(1.0, max(p, centre + half)), "n": n}
+    return {"mean": p, "ci_low": max(0.0, min(p, float(interval.low))), "ci_high": min(1.0, max(p, float(interval.high))),
+            "n": n}

@@ -1,4 +1,6 @@
-"""The seven training objectives: an inner attack (PGD) and an outer loss (spec: method.md table).
+"""The training objectives of the built-in methods: an inner attack (PGD) and an outer loss (spec:
+method.md table). The methods themselves (which inner and outer loss, which terms, which weight)
+are registered in `attrrob.registry`.
 
 Every objective is `inner` (None, or the PGD loss that finds x′ in the ε-ball ∩ valid range) plus
 `outer` (the loss minimised over θ at x and x′). Shared facts, from the reference code
@@ -19,15 +21,13 @@ Every objective is `inner` (None, or the PGD loss that finds x′ in the ε-ball
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from . import config, ig, models, regularizers
+from . import config, ig, models, registry, regularizers
 from .attacks.pgd import pgd
-from .errors import ConfigError
 
 Tensor = torch.Tensor
 InnerLoss = Callable[[torch.nn.Module, Tensor, Tensor, Mapping], Callable[[Tensor], Tensor]]
@@ -83,7 +83,8 @@ def inner_ig_weight(settings: Mapping) -> float:
     """
     weight = settings.get("inner_ig_weight")
     if weight is None:
-        weight = settings["beta"] if settings.get("method") == "ig_sum_norm" else settings["lam"]
+        method = settings.get("method")
+        weight = settings[registry.method(method).weight if method is not None else "lam"]
     return float(weight)
 
 
@@ -159,46 +160,25 @@ def _sarkar_outer(use_cacr: bool, use_wacr: bool) -> OuterLoss:
     return outer
 
 
-@dataclass(frozen=True)
-class Objective:
-    name: str
-    inner: InnerLoss | None  # None: trained on clean inputs only
-    outer: OuterLoss
-    terms: tuple[str, ...]   # components logged, besides weight_decay and total
-
-
-OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
-    Objective("natural", None, outer_natural, ("ce",)),
-    Objective("madry", inner_ce, outer_madry, ("ce",)),
-    Objective("ig_norm", inner_ig_l1, outer_ig_norm, ("ce", "ig_l1")),
-    Objective("ig_sum_norm", inner_ce_ig_l1, outer_ig_sum_norm, ("ce", "ig_l1")),
-    Objective("sarkar", inner_ce_ig_l1, _sarkar_outer(True, True), ("ce", "cacr", "wacr")),
-    Objective("sarkar_cacr", inner_ce_ig_l1, _sarkar_outer(True, False), ("ce", "cacr")),
-    Objective("sarkar_wacr", inner_ce_ig_l1, _sarkar_outer(False, True), ("ce", "wacr")),
-)}
+outer_sarkar = _sarkar_outer(True, True)
+outer_sarkar_cacr = _sarkar_outer(True, False)
+outer_sarkar_wacr = _sarkar_outer(False, True)
 
 
 def term_names(method: str) -> tuple[str, ...]:
     """Names of the terms `compute_loss` reports for `method`, in log order (total last)."""
-    return get_objective(method).terms + ("weight_decay", "total")
-
-
-def get_objective(method: str) -> Objective:
-    try:
-        return OBJECTIVES[method]
-    except KeyError:
-        raise ConfigError(f"unknown method '{method}' (known: {', '.join(OBJECTIVES)})") from None
+    return registry.method(method).terms + ("weight_decay", "total")
 
 
 def adversarial_example(method: str, model: torch.nn.Module, x: Tensor, y: Tensor, settings: Mapping,
                         generator: torch.Generator | None = None) -> Tensor | None:
     """The inner maximiser x′ (detached), or None for objectives without one."""
-    objective = get_objective(method)
-    if objective.inner is None:
+    inner = registry.method(method).inner_loss
+    if inner is None:
         return None
     hi = float(config.dataset_input(settings["dataset"])["max_value"])
     settings = {**settings, "method": method}  # the inner weight's tie depends on the method
-    return pgd(objective.inner(model, x, y, settings), x, eps=settings["eps"], steps=settings["pgd_steps"],
+    return pgd(inner(model, x, y, settings), x, eps=settings["eps"], steps=settings["pgd_steps"],
                step_size=settings["pgd_step_size"], lo=0.0, hi=hi, random_start=True, generator=generator)
 
 
@@ -210,13 +190,13 @@ def weight_decay(model: torch.nn.Module) -> Tensor:
 def compute_loss(method: str, model: torch.nn.Module, x: Tensor, y: Tensor, settings: Mapping,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
     """The training loss of one batch, and its components as floats (unweighted; `total` = loss)."""
-    objective = get_objective(method)
+    registered = registry.method(method)
     x_adv = adversarial_example(method, model, x, y, settings, generator)
-    loss, terms = objective.outer(model, x, x_adv, y, settings)
+    loss, terms = registered.outer_loss(model, x, x_adv, y, settings)
     wd = settings.get("weight_decay", 0.0)
     decay = weight_decay(model) if wd else loss.new_zeros(())
     loss = loss + wd * decay
-    values = {name: float(terms[name].detach()) for name in objective.terms}
+    values = {name: float(terms[name].detach()) for name in registered.terms}
     values["weight_decay"] = float(decay.detach())
     values["total"] = float(loss.detach())
     return loss, values

@@ -1,16 +1,28 @@
-"""The names the project knows: data sets, training methods, attacks, workflow config keys.
+"""What the project knows: training methods (registered implementations), data sets, attacks,
+workflow config keys.
 
-This is the one list of each. Everything else derives from it (`attrrob.config`, the CLIs'
-choices) or is checked against it by tests/test_config.py (the workflow schema's enums and
-top-level keys, `defaults.yaml`'s data sets, `objectives.OBJECTIVES`, `data.sources.DATASETS`,
-the report's display names), so adding a name here and nowhere else fails a test that says
-where it is missing.
+A training method is one registered `Method`: its objective (the inner PGD loss that finds x′ and
+the outer loss over θ), the loss terms it logs, the settings key of its regulariser weight, its
+display name and colour in the reports, and settings of its own. Everything that names methods
+(config validation, the CLIs' choices, the reports' names, colours and weights) asks this
+registry; a new method is its implementation plus one `register(Method(...))` call.
+
+The built-in objectives are referred to as "module:attribute" and imported on first use, so that
+the workflow (which lists and checks names when it parses the Snakefile) does not import torch.
+
+Data sets, attacks and the workflow's top-level keys are still name lists here, checked against
+their other spellings by tests/test_config.py.
 """
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from .errors import ConfigError
+
 DATASETS = ("mnist", "fashion_mnist", "gtsrb", "flower", "digits")
-METHODS = ("natural", "madry", "ig_norm", "ig_sum_norm", "sarkar", "sarkar_cacr", "sarkar_wacr")
 ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the control, attacks/noise.py
 
 # Top-level keys of a workflow config file (workflow/schemas/config.schema.yaml `properties:`).
@@ -18,3 +30,96 @@ ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the c
 # key outside this list, as the workflow does.
 WORKFLOW_KEYS = ("datasets", "methods", "attacks", "data", "device", "seeds", "sweeps", "train_steps", "evaluation",
                  "reports", "resources", "hyperparameters")
+
+# How the reports write a weight key (a method's `weight`); other keys are written as they are.
+WEIGHT_SYMBOLS = {"lam": "λ", "beta": "β"}
+
+Loss = Callable[..., Any]
+
+
+def _resolve(target: Loss | str | None) -> Loss | None:
+    if not isinstance(target, str):
+        return target
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Method:
+    """A training method. `inner(model, x, y, settings)` gives the loss PGD maximises over x′ (None:
+    trained on clean inputs only); `outer(model, x, x_adv, y, settings)` gives (loss without
+    weight decay, {term: unweighted tensor}) for the `terms` it names. Either may be a
+    "module:attribute" string, imported when the objective is first used."""
+
+    name: str
+    outer: Loss | str
+    inner: Loss | str | None
+    terms: tuple[str, ...]          # logged components, besides weight_decay and total
+    display: str                    # the reports' name
+    weight: str | None = None       # settings key of the regulariser weight (None: no regulariser)
+    colour: str | None = None       # the reports' colour (None: a grey)
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # beneath defaults.yaml's train.<name>
+
+    @property
+    def outer_loss(self) -> Loss:
+        return _resolve(self.outer)
+
+    @property
+    def inner_loss(self) -> Loss | None:
+        return _resolve(self.inner)
+
+    @property
+    def weight_symbol(self) -> str | None:
+        return None if self.weight is None else WEIGHT_SYMBOLS.get(self.weight, self.weight)
+
+
+_METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add a training method; a name is registered once."""
+    if method.name in _METHODS:
+        raise ConfigError(f"method '{method.name}' is already registered")
+    _METHODS[method.name] = method
+    return method
+
+
+def unregister(name: str) -> None:
+    """Remove a registered method (tests that register their own)."""
+    _METHODS.pop(name, None)
+
+
+def method(name: str) -> Method:
+    try:
+        return _METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method '{name}' (known: {', '.join(_METHODS)})") from None
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, the built-ins first in registration order."""
+    return tuple(_METHODS)
+
+
+# ---- the built-in methods (method.md's table; objectives in attrrob.objectives)
+
+_OBJ = "attrrob.objectives:"
+for _method in (
+    # Okabe & Ito's colour-blind-safe palette without its black: seven hues that stay distinct
+    # under protanopia, deuteranopia and tritanopia.
+    Method("natural", _OBJ + "outer_natural", None, ("ce",), "Natural", colour="#56B4E9"),
+    Method("madry", _OBJ + "outer_madry", _OBJ + "inner_ce", ("ce",), "Madry PGD-AT", colour="#E69F00"),
+    Method("ig_norm", _OBJ + "outer_ig_norm", _OBJ + "inner_ig_l1", ("ce", "ig_l1"), "IG-NORM",
+           weight="lam", colour="#009E73"),
+    Method("ig_sum_norm", _OBJ + "outer_ig_sum_norm", _OBJ + "inner_ce_ig_l1", ("ce", "ig_l1"), "IG-SUM-NORM",
+           weight="beta", colour="#0072B2"),
+    Method("sarkar", _OBJ + "outer_sarkar", _OBJ + "inner_ce_ig_l1", ("ce", "cacr", "wacr"),
+           "Sarkar (CACR + WACR)", weight="lam", colour="#D55E00"),
+    Method("sarkar_cacr", _OBJ + "outer_sarkar_cacr", _OBJ + "inner_ce_ig_l1", ("ce", "cacr"),
+           "Sarkar, CACR only", weight="lam", colour="#CC79A7"),
+    Method("sarkar_wacr", _OBJ + "outer_sarkar_wacr", _OBJ + "inner_ce_ig_l1", ("ce", "wacr"),
+           "Sarkar, WACR only", weight="lam", colour="#F0E442"),
+):
+    register(_method)
+
+METHODS = method_names()  # the built-in methods (the workflow schema's enum lists these)

@@ -26,7 +26,7 @@ import re
 from pathlib import Path
 
 from attrrob import config as attrrob_config
-from attrrob import outputs, report
+from attrrob import outputs, registry, report
 from attrrob.errors import AttrrobError, one_line_errors
 
 README_START = "<!-- results-table:start -->"
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="attrrob collect-results", description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument("--datasets", nargs="+", required=True, choices=attrrob_config.datasets())
-    parser.add_argument("--methods", nargs="+", default=list(attrrob_config.METHODS),
-                        choices=attrrob_config.METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(registry.METHODS),
+                        choices=registry.method_names())
     parser.add_argument("--attacks", nargs="+", default=["topk"], type=_attack_name, metavar="ATTACK",
                         help="attacks or attack variants whose results (attack_<name>/) to collect")
     parser.add_argument("--metrics", type=Path, help="write the metrics JSON here")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import config
+from .. import config, registry
 from ..errors import AttrrobError, one_line_errors
 from .common import (add_run_options, add_settings_options, held_device, load_split, locked_dirs, overrides_from,
                      settings_file, start_run)
@@ -18,7 +18,7 @@ directory beside OUT, .checkpoints-<OUT name>); a rerun resumes from the latest 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="attrrob train", description=DESCRIPTION)
     p.add_argument("--dataset", choices=config.datasets(), help="required unless --settings names it")
-    p.add_argument("--method", choices=config.METHODS, help="required unless --settings names it")
+    p.add_argument("--method", choices=registry.method_names(), help="required unless --settings names it")
     p.add_argument("--data", type=Path, required=True, help="prepared data file, data/prepared/<dataset>.npz")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument("--checkpoint-dir", type=Path, default=None, help="resumable state (kept apart from --out)")

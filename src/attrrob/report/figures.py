@@ -17,19 +17,18 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .. import registry
 from ..config import dataset_input
-from .load import AUTOATTACK, METRICS, Metric, dataset_name, method_name
-from .tables import mean_ci, unchanged_images
+from .load import dataset_name, method_name, spec
+from ..intervals import mean_ci
+from .tables import unchanged_images
 
 DPI = 110          # pixels per inch of the embedded PNGs
 PAGE_WIDTH = 12.5  # inches: a figure this wide fills a 1,400 px window at DPI (less the margins)
 
 
-# Okabe & Ito's colour-blind-safe qualitative palette without its black: seven hues that stay
-# distinct under protanopia, deuteranopia and tritanopia, one per method of config.METHODS (the
-# only colour definition of the reports). Methods outside it get greys.
-METHOD_COLOURS = {"natural": "#56B4E9", "madry": "#E69F00", "ig_norm": "#009E73", "ig_sum_norm": "#0072B2",
-                  "sarkar": "#D55E00", "sarkar_cacr": "#CC79A7", "sarkar_wacr": "#F0E442"}
+# Each method's colour is the registry's (attrrob.registry: Okabe & Ito's colour-blind-safe palette
+# for the built-ins, the only colour definition of the reports); methods without one get greys.
 _OTHER_COLOURS = ("#777777", "#AAAAAA", "#444444")
 
 
@@ -38,8 +37,9 @@ def method_palette(methods: Sequence[str]) -> dict[str, Any]:
     figures even when another method has no results there."""
     from matplotlib.colors import to_rgb
 
-    unknown = [m for m in methods if m not in METHOD_COLOURS]
-    return {m: to_rgb(METHOD_COLOURS[m] if m in METHOD_COLOURS
+    own = {m: registry.method(m).colour for m in methods if m in registry.method_names()}
+    unknown = [m for m in methods if own.get(m) is None]
+    return {m: to_rgb(own[m] if own.get(m) is not None
                       else _OTHER_COLOURS[unknown.index(m) % len(_OTHER_COLOURS)]) for m in methods}
 
 
@@ -66,10 +66,6 @@ _FOREST_LABELS = {"NA": "NA (%)", "AA": "AA, PGD (%)", "AA_auto": "AA, AutoAttac
                   "CO": "CO (Kendall τ)", "rho": "Spearman ρ"}
 
 
-def _spec(key: str) -> Metric:
-    return AUTOATTACK if key == "AA_auto" else METRICS[key]
-
-
 @_styled
 def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS,
                 per_seed: Mapping[Any, pd.DataFrame] | None = None):
@@ -92,8 +88,8 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS,
     any_published = False
     for i, dataset in enumerate(datasets):
         for j, key in enumerate(keys):
-            ax, spec = axes[i][j], _spec(key)
-            scale = 100.0 if spec.percent else 1.0
+            ax, metric = axes[i][j], spec(key)
+            scale = 100.0 if metric.percent else 1.0
             for y, method in enumerate(methods):
                 row = by_key.get((dataset, method))
                 mean = math.nan if row is None else row[f"{key}_mean"]
@@ -105,7 +101,7 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS,
                                 solid_capstyle="butt")
                     ax.plot(mean * scale, y, "o", color=colour, markersize=5.5, zorder=3)
                 _seed_dots(ax, per_seed, dataset, method, key, y, scale, colour)
-                published = row.get(f"{key}_published", math.nan) if (row is not None and spec.published) else math.nan
+                published = row.get(f"{key}_published", math.nan) if (row is not None and metric.published) else math.nan
                 if not math.isnan(published):
                     ax.plot(published * scale, y, "o", markerfacecolor="none", markeredgecolor=colour,
                             markersize=8, markeredgewidth=1.4, zorder=4)
@@ -123,7 +119,7 @@ def plot_forest(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS,
             if j == 0 and len(datasets) > 1:
                 ax.set_ylabel(dataset_name(dataset), fontsize="medium", fontweight="bold")
             if ax.lines:
-                _pad_xlim(ax, 0.0 if spec.percent else -1.0, 100.0 if spec.percent else 1.0)
+                _pad_xlim(ax, 0.0 if metric.percent else -1.0, 100.0 if metric.percent else 1.0)
                 # Few ticks, none on the panel's edges: labels of neighbouring panels never meet.
                 ax.xaxis.set_major_locator(MaxNLocator(nbins=4, prune="both"))
     if any_published:
@@ -149,7 +145,7 @@ def _seed_dots(ax, per_seed, dataset: str, method: str, key: str, y: float, scal
 def forest_shows_published(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS) -> bool:
     """Whether plot_forest draws any published (hollow) marker for this table."""
     return any(f"{k}_published" in table and table[f"{k}_published"].notna().any()
-               for k in metrics if _spec(k).published)
+               for k in metrics if spec(k).published)
 
 
 def forest_caption(table: pd.DataFrame, metrics: Sequence[str] = _FOREST_KEYS) -> str:

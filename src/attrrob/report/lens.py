@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 import pandas as pd
 
 from .load import PathLike, dataset_name, load_attack, load_per_example, method_name
-from .tables import paired_difference
+from .paired import paired_difference
 
 CONTROL = "noise"
 # (summary/per-example field, label, display scale): higher is more robust for every one.

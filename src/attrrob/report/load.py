@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import yaml
 
-from .. import records
+from .. import records, registry
 from ..errors import AttrrobError, ConfigError, DataError
 
 try:
@@ -58,14 +58,17 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
 # Accuracy under AutoAttack (APGD-CE + APGD-T): optional, absent or null where it was not run, so
 # it is kept out of METRICS (whose columns every table shows) and shown only where present.
 AUTOATTACK = Metric("AA_auto", "AA AutoAttack (%)", "accuracy", "autoattack_accuracy", True, False)
+
+
+def spec(key: str) -> Metric | None:
+    """The metric a result column key names (the table's metrics and AA_auto), None for another key."""
+    return AUTOATTACK if key == AUTOATTACK.key else METRICS.get(key)
+
+
 _METRIC_ALIASES = {**{m.field: m.key for m in METRICS.values()}, **{k: k for k in METRICS}}
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gtsrb": "GTSRB",
                  "flower": "Flower-17", "digits": "digits (8×8)"}
-METHOD_NAMES = {"natural": "Natural", "madry": "Madry PGD-AT", "ig_norm": "IG-NORM",
-                "ig_sum_norm": "IG-SUM-NORM", "sarkar": "Sarkar (CACR + WACR)",
-                "sarkar_cacr": "Sarkar, CACR only", "sarkar_wacr": "Sarkar, WACR only"}
-
 PER_EXAMPLE_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau",
                        "spearman_rho", "mass_center_shift", "linf", "restart", "step", "zero_direction")
 OPTIONAL_PER_EXAMPLE_COLUMNS = ("topk_tied_slots", "topk_intersection_index")  # newer evaluators; older files lack them
@@ -81,7 +84,8 @@ def dataset_name(dataset: str) -> str:
 
 
 def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
+    """The method's display name (registry), or its key for a method this install does not know."""
+    return registry.method(method).display if method in registry.method_names() else method
 
 
 def parse_list(value: str | Sequence[str], name: str) -> list[str]:

@@ -19,8 +19,9 @@ import pandas as pd
 
 from ..intervals import mean_ci
 from .figures import plot_forest
-from .load import AUTOATTACK, METRICS, PathLike, dataset_name, method_name
-from .tables import PAIRED_METRICS, _CI_FIELDS, _fmt, collect_table, paired_comparison
+from .load import AUTOATTACK, METRICS, PathLike, dataset_name, method_name, spec
+from .paired import PAIRED_METRICS, paired_comparison
+from .tables import _CI_FIELDS, _fmt, collect_table
 
 COUNTS = ("n_total", "n_attacked", "n_skipped", "n_zero_direction")
 ONE_SEED_NOTE = "1 seed: intervals over test images only (none over training seeds)."
@@ -128,9 +129,9 @@ def metrics_entry(per_seed: dict, index: int, keys: Sequence[str]) -> dict:
     for key in keys:
         seeds = {str(seed): {field: _json(frame.iloc[index][f"{key}_{field}"]) for field in _CI_FIELDS}
                  for seed, frame in per_seed.items()}
-        spec = AUTOATTACK if key == AUTOATTACK.key else METRICS.get(key)
+        metric = spec(key)
         summary = _summary([frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()],
-                           spec.bounds if spec else None)
+                           metric.bounds if metric else None)
         out[key] = {**{k: _json(v) for k, v in summary.items()}, "per_seed": seeds}
     return out
 

@@ -1,160 +1,26 @@
 """Tables of the reports and the README: values copied from the result files, never typed.
 
 `collect_table` gathers the summaries into one frame; the rest formats it (the paper's layout,
-Markdown for the README, the full listing) or adds what a summary cannot give: paired
-differences between two models on the same attacked images, from their per-example files.
+Markdown for the README, the full listing). Paired differences between two models live in
+`report.paired`, the compute table in `report.compute`, regulariser magnitudes in
+`report.loss_terms`.
 """
 
 from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping
 
-import numpy as np
 import pandas as pd
 
-from ..intervals import mean_ci
-from .load import (AUTOATTACK, METRICS, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name, has_published,
-                   load_accuracy, load_attack, load_per_example, load_train_metrics, method_name,
+from .load import (AUTOATTACK, METRICS, spec, MISSING, NO_PUBLISHED, Metric, PathLike, dataset_name, has_published,
+                   load_accuracy, load_attack, method_name,
                    published_value)
 from .protocol import AA_PROTOCOL_LABEL, aa_protocol, protocol_differences, shows_aa_protocol
 
 _CI_FIELDS = ("mean", "ci_low", "ci_high", "n")
 AUTOATTACK_GAP = 0.05  # flag a model whose AutoAttack AA is this far (5 points) below its PGD AA
-REFERENCE_METHOD = "ig_sum_norm"  # the previous best that Sarkar et al. compare with
-
-
-# --------------------------------------------------------------------------- intervals
-
-def paired_difference(per_example_a: pd.DataFrame | None, per_example_b: pd.DataFrame | None,
-                      metric: str) -> dict:
-    """Mean of metric(a) − metric(b) over the test images both models had attacked, with its
-    paired 95% t interval: `{mean, ci_low, ci_high, n}` (n = paired images; NaN when none).
-
-    Pairing by test-set index removes the between-image variance, which dominates IN and τ;
-    images that only one model classified correctly (and so had attacked) are left out.
-    """
-    empty = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
-    if per_example_a is None or per_example_b is None:
-        return empty
-    keep = ["index", metric]
-    a = per_example_a[per_example_a["status"] == "attacked"][keep]
-    b = per_example_b[per_example_b["status"] == "attacked"][keep]
-    pairs = a.merge(b, on="index", suffixes=("_a", "_b"), validate="one_to_one").dropna()
-    return mean_ci((pairs[f"{metric}_a"] - pairs[f"{metric}_b"]).to_numpy(np.float64))
-
-
-PAIRED_METRICS = (("topk_intersection", "ΔIN (points)", 100.0), ("kendall_tau", "Δτ", 1.0))
-
-
-def paired_comparison(results_dir: PathLike, datasets: Iterable[str],
-                      pairs: Sequence[tuple[str, str]], attack: str = "topk") -> pd.DataFrame:
-    """One row per data set × (a, b) pair whose per-example files both exist: paired differences
-    a − b of IN (as a fraction) and τ, columns `<metric>_{mean,ci_low,ci_high,n}`."""
-    rows = []
-    for dataset in datasets:
-        for a, b in pairs:
-            frame_a = load_per_example(results_dir, dataset, a, attack)
-            frame_b = load_per_example(results_dir, dataset, b, attack)
-            if frame_a is None or frame_b is None:
-                continue
-            row: dict[str, Any] = {"dataset": dataset, "a": a, "b": b, "attack": attack}
-            for metric, _, _ in PAIRED_METRICS:
-                for field, value in paired_difference(frame_a, frame_b, metric).items():
-                    row[f"{metric}_{field}"] = value
-            rows.append(row)
-    columns = ["dataset", "a", "b", "attack"] + [f"{m}_{f}" for m, _, _ in PAIRED_METRICS for f in _CI_FIELDS]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _signed(value: float, digits: int) -> str:
-    return "n/a" if _isnan(value) else f"{value:+.{digits}f}"
-
-
-def _difference_text(row: Mapping[str, Any], metric: str, scale: float) -> str:
-    digits = 2 if scale == 100.0 else 3
-    mean, low, high = (row[f"{metric}_{f}"] * scale for f in ("mean", "ci_low", "ci_high"))
-    text = _signed(mean, digits)
-    if not (_isnan(low) or _isnan(high)):
-        text += f" [{_signed(low, digits)}, {_signed(high, digits)}]"
-    return text
-
-
-def paired_markdown(frame: pd.DataFrame) -> str:
-    """The paired comparison as a Markdown table with its reading note (the README's)."""
-    if frame.empty:
-        return "No pair of methods with per-example results on the same data set yet.\n"
-    header = ["Data set", "Comparison (a − b)", "Paired images"] + [label + " [95% CI]" for _, label, _ in PAIRED_METRICS]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for _, row in frame.iterrows():
-        cells = [dataset_name(row["dataset"]), f"{method_name(row['a'])} − {method_name(row['b'])}",
-                 str(int(row["topk_intersection_n"]))]
-        cells += [_difference_text(row, metric, scale) for metric, _, scale in PAIRED_METRICS]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    seeds = frame.attrs.get("seeds", 1)  # attrrob.report.seeds.paired: per-seed paired means, then over seeds
-    if seeds > 1:
-        counts = sorted(set(frame[f"{PAIRED_METRICS[0][0]}_n_seeds"]))
-        fewer = (f" Seeds with paired images per row: {', '.join(map(str, counts))} of {seeds}; a seed with "
-                 "none counts out." if counts != [seeds] else "")
-        note = ("Paired per seed on the test images both models classified correctly and had attacked "
-                f"(`{frame['attack'].iloc[0]}` attack): each seed's mean per-image difference a − b, then "
-                f"their mean over {seeds} seeds with its 95% t interval over seeds (paired images: summed over "
-                "seeds). An interval that excludes 0 is a difference these seeds resolve; one that straddles "
-                f"0 is not.{fewer}")
-    else:
-        note = ("Paired on the test images both models classified correctly and had attacked "
-                f"(`{frame['attack'].iloc[0]}` attack): mean of the per-image difference a − b with its 95% "
-                "t interval. An interval that excludes 0 is a difference these images resolve; one that "
-                "straddles 0 is not.")
-    return "\n".join(lines) + "\n\n" + note + "\n"
-
-
-def delta_vs_reference(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
-                       attack: str = "topk", reference: str = REFERENCE_METHOD) -> pd.DataFrame:
-    """Paired differences of every other method against `reference` (paired_comparison's columns)."""
-    return paired_comparison(results_dir, datasets, [(m, reference) for m in methods if m != reference], attack)
-
-
-def delta_html(frame: pd.DataFrame, methods: Sequence[str], datasets: Sequence[str],
-               reference: str = REFERENCE_METHOD) -> str:
-    """The "Δ vs reference" view: methods as rows, per data set ΔIN and Δτ with 95% CIs; bold where
-    the interval excludes 0."""
-    if frame.empty:
-        return (f"<p><em>No paired comparison yet: it needs per-example files of "
-                f"{html.escape(method_name(reference))} and another method on the same data set.</em></p>")
-    datasets = [d for d in datasets if d in set(frame["dataset"])]
-    rows_methods = [m for m in methods if m in set(frame["a"])]
-    by_key = {(r["dataset"], r["a"]): r for _, r in frame.iterrows()}
-    head1 = "<th rowspan='2'>Method</th>" + "".join(
-        f"<th colspan='{len(PAIRED_METRICS) + 1}' class='group'>{html.escape(dataset_name(d))}</th>" for d in datasets)
-    head2 = "".join("".join(f"<th>{html.escape(label)}</th>" for _, label, _ in PAIRED_METRICS) + "<th>n</th>"
-                    for _ in datasets)
-    body = []
-    for method in rows_methods:
-        cells = [f"<th class='method'>{html.escape(method_name(method))}</th>"]
-        for dataset in datasets:
-            row = by_key.get((dataset, method))
-            if row is None:
-                cells += ["<td class='missing'>missing</td>"] * (len(PAIRED_METRICS) + 1)
-                continue
-            for metric, _, scale in PAIRED_METRICS:
-                digits = 2 if scale == 100.0 else 3
-                mean, low, high = (row[f"{metric}_{f}"] * scale for f in ("mean", "ci_low", "ci_high"))
-                resolved = not (_isnan(low) or _isnan(high)) and (low > 0 or high < 0)
-                main = _signed(mean, digits)
-                main = f"<b>{main}</b>" if resolved else main
-                ci = "" if _isnan(low) else f"<div class='ci'>[{_signed(low, digits)}, {_signed(high, digits)}]</div>"
-                title = "" if _isnan(low) else f" title='95% CI {low:+.4g} to {high:+.4g}'"
-                cells.append(f"<td{title}>{main}{ci}</td>")
-            cells.append(f"<td class='count'>{int(row['topk_intersection_n'])}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    table = (f"<table class='attrrob-paper'><thead><tr>{head1}</tr><tr>{head2}</tr></thead>"
-             f"<tbody>{''.join(body)}</tbody></table>")
-    note = (f"Each cell: mean of the per-image difference (method − {method_name(reference)}) over the test "
-            "images both models had attacked, 95% paired t interval below; <b>bold</b>: the interval "
-            "excludes 0. ΔIN in percentage points.")
-    return table + f"<p class='note'>{html.escape(note).replace('&lt;b&gt;', '<b>').replace('&lt;/b&gt;', '</b>')}</p>"
 
 
 # --------------------------------------------------------------------------- the table
@@ -430,10 +296,6 @@ _PAPER_HEADERS = {"NA": "NA (%)", "AA": "AA (%)", "AA_auto": "AA AutoAttack (%)"
                   "CO": "CO (Kendall τ)"}
 
 
-def _spec(key: str) -> Metric:
-    return AUTOATTACK if key == "AA_auto" else METRICS[key]
-
-
 def _short(value: float, metric: Metric, ci: bool = False) -> str:
     if metric.percent:
         return f"{100 * value:.1f}" if ci else f"{100 * value:.2f}"
@@ -516,7 +378,7 @@ def _paper_block(groups, methods, by_key, best, sources) -> str:
         for dataset, keys in groups:
             row = by_key[(dataset, method)]
             for key in keys:
-                cells.append(_paper_cell(row, _spec(key), best.get((dataset, key)), sources))
+                cells.append(_paper_cell(row, spec(key), best.get((dataset, key)), sources))
         body.append("<tr>" + "".join(cells) + "</tr>")
     return (f"<table class='attrrob-paper'><thead><tr>{head1}</tr><tr>{head2}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
@@ -620,80 +482,6 @@ def unchanged_images(per_example: pd.DataFrame | None, zero_direction_setting: s
     return counts
 
 
-# --------------------------------------------------------------------------- compute
-
-def format_duration(seconds: Any) -> str:
-    """Seconds in the unit a person reads: s below 90 s, min below 90 min, else h."""
-    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or math.isnan(seconds):
-        return NO_PUBLISHED
-    if seconds < 90:
-        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def format_rate(value: Any) -> str:
-    """Images (or examples) per second, with thousands separators."""
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-        return NO_PUBLISHED
-    return f"{value:,.1f}" if value < 100 else f"{value:,.0f}"
-
-
-def collect_timings(results_dir: PathLike, datasets: Iterable[str], methods: Iterable[str],
-                    attacks: Iterable[str] = ("topk",)) -> pd.DataFrame:
-    """Measured cost per dataset × method, as the result files report it (seconds, per second):
-    training steps, wall time, examples/s and device; accuracy evaluation wall time; per attack,
-    wall time and images/s. Rows without any result file are left out."""
-    methods, attacks = list(methods), list(attacks)
-    rows = []
-    for dataset in datasets:
-        for method in methods:
-            train = load_train_metrics(results_dir, dataset, method) or {}
-            accuracy = load_accuracy(results_dir, dataset, method) or {}
-            found = {a: load_attack(results_dir, dataset, method, a) or {} for a in attacks}
-            if not (train or accuracy or any(found.values())):
-                continue
-            row = {"dataset": dataset, "method": method, "train_steps": train.get("steps"),
-                   "train_wall_time_s": train.get("wall_time_s"), "train_examples_per_s": train.get("examples_per_s"),
-                   "device": train.get("device") or accuracy.get("device"),
-                   "accuracy_wall_time_s": accuracy.get("wall_time_s")}
-            for attack, summary in found.items():
-                row[f"{attack}_wall_time_s"] = summary.get("wall_time_s")
-                row[f"{attack}_images_per_s"] = summary.get("images_per_s")
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def timings_html(timings: pd.DataFrame, attacks: Sequence[str]) -> str:
-    """The compute table in human units (s / min / h; per-second rates with thousands separators)."""
-    if timings.empty:
-        return "<p><em>No results yet.</em></p>"
-    several = timings["dataset"].nunique() > 1
-    head = (["Data set"] if several else []) + ["Method", "Training steps", "Training time", "Training examples/s",
-                                                "NA + AA evaluation"]
-    # One column per attack (time, then images/s below it): with several attacks, two columns each
-    # made the table wider than a page.
-    head += [f"{attack} attack" for attack in attacks]
-    head.append("Device")
-    body = []
-    for _, row in timings.iterrows():
-        cells = ([dataset_name(row["dataset"])] if several else []) + [method_name(row["method"])]
-        steps = row["train_steps"]
-        cells += [NO_PUBLISHED if _isnan(steps) or steps is None else f"{int(steps):,}",
-                  format_duration(row["train_wall_time_s"]), format_rate(row["train_examples_per_s"]),
-                  format_duration(row["accuracy_wall_time_s"])]
-        cells = [html.escape(str(c)) for c in cells]
-        for attack in attacks:
-            wall, rate = row.get(f"{attack}_wall_time_s"), row.get(f"{attack}_images_per_s")
-            rate_text = "" if _isnan(rate) else f"<div class='ci'>{html.escape(format_rate(rate))} images/s</div>"
-            cells.append(html.escape(format_duration(wall)) + rate_text)
-        cells.append(html.escape(row["device"] or NO_PUBLISHED))
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
-    return ("<table class='attrrob-compute'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-            + "</tr></thead><tbody>" + "".join(body) + "</tbody></table>")
-
-
 # --------------------------------------------------------------------------- layout helpers
 
 def details_html(summary: str, body: str) -> str:
@@ -716,86 +504,3 @@ def markdown_html(text: str) -> str:
         elif lines:
             out.append(f"<p>{inline(' '.join(lines))}</p>")
     return "".join(out)
-
-
-# --------------------------------------------------------------------------- regulariser magnitudes
-
-REGULARIZER_TERMS = (("cacr", "R_CACR"), ("wacr", "R_WACR"), ("ig_l1", "‖IG‖₁"))
-_WEIGHT_OF_TERM = {"ig_norm": "lam", "ig_sum_norm": "beta"}  # the sarkar variants weigh both R by lam
-
-
-def _window_mean(values: pd.Series, first: bool, share: float = 0.1) -> float:
-    """Mean of the first (or last) `share` of the logged values, at least one row."""
-    n = max(1, int(math.ceil(share * len(values))))
-    part = values.iloc[:n] if first else values.iloc[-n:]
-    return float(part.mean())
-
-
-def regularizer_magnitudes(logs: Mapping[str, pd.DataFrame | None],
-                           settings: Mapping[str, Mapping[str, Any] | None]) -> pd.DataFrame:
-    """Per method and regulariser term of its training log: the term's logged value (unweighted, batch
-    sum) at the start and end of training (means over the first and last 10% of logged steps), its
-    weight, its weighted share of the loss at the end (|weight × term| / (CE + |weight × term|)), and,
-    for the Sarkar variants, |R_CACR| / |R_WACR| at the end. Methods without such terms have no row."""
-    rows = []
-    for method, log in logs.items():
-        if log is None or not len(log):
-            continue
-        weight_key = _WEIGHT_OF_TERM.get(method, "lam")
-        weight = _number(((settings or {}).get(method) or {}).get(weight_key))
-        ce_end = _window_mean(pd.to_numeric(log["ce"], errors="coerce").dropna(), first=False) \
-            if "ce" in log.columns else math.nan
-        own = []
-        for term, label in REGULARIZER_TERMS:
-            if term not in log.columns:
-                continue
-            values = pd.to_numeric(log[term], errors="coerce").dropna()
-            if values.empty:
-                continue
-            end = _window_mean(values, first=False)
-            weighted = abs(weight * end) if not _isnan(weight) else math.nan
-            own.append({"method": method, "term": label, "key": term, "steps": int(log["step"].iloc[-1]),
-                        "start": _window_mean(values, first=True), "end": end,
-                        "min": float(values.min()), "max": float(values.max()),
-                        "weight_name": {"lam": "λ", "beta": "β"}[weight_key], "weight": weight,
-                        "weighted_share_end": weighted / (abs(ce_end) + weighted)
-                        if not (_isnan(weighted) or _isnan(ce_end)) and abs(ce_end) + weighted > 0 else math.nan})
-        ends = {row["key"]: row["end"] for row in own}
-        if "cacr" in ends and "wacr" in ends:
-            ratio = abs(ends["cacr"]) / abs(ends["wacr"]) if ends["wacr"] else math.inf
-            for row in own:
-                if row["key"] in ("cacr", "wacr"):
-                    row["cacr_over_wacr_end"] = ratio
-        rows += own
-    columns = ["method", "term", "steps", "start", "end", "min", "max", "weight_name", "weight",
-               "weighted_share_end", "cacr_over_wacr_end"]
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _sci(value: float) -> str:
-    if _isnan(value):
-        return "–"
-    return f"{value:.3g}" if value == 0 or 1e-3 <= abs(value) < 1e4 else f"{value:.2e}"
-
-
-def regularizer_html(frame: pd.DataFrame) -> str:
-    """`regularizer_magnitudes` as an HTML table with a note on what the numbers are."""
-    if frame.empty:
-        return "<p class='note'>No method of these results logs a regulariser term.</p>"
-    head = ("<tr><th>method</th><th>term</th><th>start</th><th>end</th><th>range over training</th>"
-            "<th>weight</th><th>weighted share of the loss at the end</th><th>|R_CACR| / |R_WACR| at the end</th></tr>")
-    body = []
-    for _, row in frame.iterrows():
-        share = row["weighted_share_end"]
-        body.append(
-            f"<tr><td>{html.escape(method_name(row['method']))}</td><td>{html.escape(row['term'])}</td>"
-            f"<td>{_sci(row['start'])}</td><td>{_sci(row['end'])}</td>"
-            f"<td>{_sci(row['min'])} to {_sci(row['max'])}</td>"
-            f"<td>{row['weight_name']} = {_sci(row['weight'])}</td>"
-            f"<td>{'–' if _isnan(share) else f'{100 * share:.2g}%'}</td>"
-            f"<td>{_sci(row['cacr_over_wacr_end'])}</td></tr>")
-    note = ("<p class='note'>Logged values are unweighted batch sums (the loss multiplies them by the weight); "
-            "start and end are means over the first and last 10% of the logged steps; the weighted share is "
-            "|weight × term| / (CE + |weight × term|) at the end. A share near 0% means the term barely moves "
-            "the weights, whatever its sign.</p>")
-    return f"<table class='attrrob-compute'><thead>{head}</thead><tbody>{''.join(body)}</tbody></table>{note}"

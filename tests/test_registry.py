@@ -1,0 +1,97 @@
+"""A method is one registered object: a toy method registered here, and nowhere else, trains
+through `attrrob train`, logs its own term, takes its own defaults and weight key, and shows in
+the reports under its own name."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from attrrob import config, objectives, registry
+from attrrob.errors import ConfigError
+
+TOY = "toy_logit_penalty"
+
+
+def toy_outer(model, x, x_adv, y, settings):
+    """CE(x) + λ Σ logits²: a penalty no built-in method has."""
+    logits = model(x)
+    ce = F.cross_entropy(logits, y, reduction="sum")
+    square = logits.pow(2).sum()
+    return ce + settings["lam"] * square, {"ce": ce, "logit_sq": square}
+
+
+@pytest.fixture
+def toy():
+    method = registry.register(registry.Method(TOY, toy_outer, None, ("ce", "logit_sq"), "Toy logit penalty",
+                                               weight="lam", defaults={"lam": 0.05}))
+    yield method
+    registry.unregister(TOY)
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    from attrrob import data
+
+    root = tmp_path_factory.mktemp("digits")
+    data.download("digits", root / "raw")
+    data.prepare("digits", root / "raw", root / "digits.npz")
+    return root / "digits.npz"
+
+
+def test_a_registered_toy_method_trains_through_the_cli(toy, tmp_path, digits_npz):
+    from attrrob.cli import train as cli
+
+    out = tmp_path / "results/digits" / TOY
+    metrics = cli.main(["--dataset", "digits", "--method", TOY, "--data", str(digits_npz), "--out", str(out),
+                        "--checkpoint-dir", str(tmp_path / "ck"), "--device", "cpu", "--steps", "2", "--no-progress"])
+    assert metrics["steps"] == 2 and metrics["settings"]["method"] == TOY
+    assert metrics["settings"]["lam"] == 0.05  # its own default (digits' defaults.yaml has no train.<toy>)
+    assert (out / "model.pt").is_file()
+    with open(out / "train_log.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) >= 1 and float(rows[-1]["logit_sq"]) > 0.0  # its own term, logged
+
+
+def test_the_toy_loss_is_the_closed_form(toy):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3)).double()
+    x, y = torch.rand(5, 1, 2, 2, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    settings = {"lam": 0.3, "weight_decay": 0.0}
+    loss, terms = objectives.compute_loss(TOY, model, x, y, settings)
+    logits = model(x).detach()
+    expected_sq = float((logits ** 2).sum())
+    log_p = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    expected_ce = float(-log_p[torch.arange(5), y].sum())
+    assert terms["logit_sq"] == pytest.approx(expected_sq, rel=1e-12)
+    assert float(loss.detach()) == pytest.approx(expected_ce + 0.3 * expected_sq, rel=1e-12)
+    assert objectives.term_names(TOY) == ("ce", "logit_sq", "weight_decay", "total")
+
+
+def test_the_toy_method_is_known_everywhere_names_are_read(toy):
+    from attrrob import report
+    from attrrob.report import figures
+
+    assert TOY in registry.method_names() and TOY not in registry.METHODS  # built-ins stay as they are
+    assert report.method_name(TOY) == "Toy logit penalty"
+    assert figures.method_palette([TOY, "natural"])[TOY] != figures.method_palette(["natural"])["natural"]
+    with pytest.raises(ConfigError, match=r"--set\.beta: toy_logit_penalty has no β; its weight is 'lam'"):
+        config.train_settings("digits", TOY, None, {"beta": 0.1})
+    with pytest.raises(ConfigError, match="already registered"):
+        registry.register(toy)
+
+
+def test_an_unknown_method_is_named_with_the_known_ones():
+    with pytest.raises(ConfigError, match="unknown method 'trades' \\(known: natural, madry"):
+        registry.method("trades")
+
+
+def test_the_built_in_objectives_resolve_to_the_losses_of_the_objectives_module():
+    for name in registry.METHODS:
+        method = registry.method(name)
+        assert callable(method.outer_loss) and method.outer_loss.__module__ == "attrrob.objectives"
+        assert (method.inner_loss is None) == (name == "natural")
+        assert name == "natural" or method.weight is not None or name == "madry"
