@@ -555,6 +555,31 @@ def test_collect_results_refuses_a_cut_training_log(results_tree, capsys, tmp_pa
     assert str(path) in line and "its SHA-256 differs from the one" in line and "train_metrics.json" in line
 
 
+def test_each_result_file_has_the_layout_of_result_files_and_reads_back(results_tree):
+    """Writers and readers share attrrob.result_files: what training and evaluation wrote carries
+    exactly its columns and arrays, and the report's readers take it."""
+    import csv
+
+    import numpy as np
+
+    from attrrob import report, result_files
+
+    run = results_tree / "digits/natural"
+    with open(run / "attack_topk" / result_files.PER_EXAMPLE, newline="") as handle:
+        assert tuple(next(csv.reader(handle))) == result_files.ATTACK_COLUMNS
+    with open(run / result_files.TRAIN_LOG, newline="") as handle:
+        assert next(csv.reader(handle)) == result_files.train_log_columns(("ce", "weight_decay"))
+    for name, arrays in ((result_files.TRACE, result_files.TRACE_ARRAYS),
+                         (result_files.EXAMPLES, result_files.EXAMPLE_ARRAYS)):
+        with np.load(run / "attack_topk" / name) as stored:
+            assert tuple(stored.files) == arrays, name
+    frame = report.load_per_example(results_tree, "digits", "natural")
+    assert set(result_files.PER_EXAMPLE_COLUMNS) <= set(frame.columns)
+    assert set(report.load_trace(results_tree, "digits", "natural")) >= set(result_files.TRACE_ARRAYS)
+    assert set(report.load_examples(results_tree, "digits", "natural")) == set(result_files.EXAMPLE_ARRAYS)
+    assert list(report.load_train_log(results_tree, "digits", "natural").columns)[:3] == ["step", "lr", "total"]
+
+
 def test_results_without_records_are_still_read(results_tree):
     """Results written before the records existed: nothing to check against, read as before."""
     import json

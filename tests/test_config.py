@@ -145,13 +145,11 @@ def _schema():
 
 def test_every_list_of_names_agrees_with_the_registry():
     from attrrob import report
-    from attrrob.data import sources
 
     schema = _schema()
     defs = schema["$defs"]
     lists = {
         "defaults.yaml datasets": tuple(config._defaults()),
-        "data.sources.DATASETS": tuple(sources.DATASETS),
         "schema $defs.dataset": tuple(defs["dataset"]["enum"]),
         "report.DATASET_NAMES": tuple(report.DATASET_NAMES),
     }
@@ -172,11 +170,26 @@ def test_every_list_of_names_agrees_with_the_registry():
     assert tuple(schema["properties"]) == registry.WORKFLOW_KEYS
 
 
-def test_schema_limits_mirror_the_package_limits():
+def test_the_workflow_schema_refers_to_the_package_settings_schema_not_a_copy():
     defs = _schema()["$defs"]
+    settings_schema = REPO / "src/attrrob" / config.SETTINGS_SCHEMA
     for section, limits in config.LIMITS.items():
-        in_schema = defs[f"{section}_settings"]["properties"]
-        assert in_schema == limits, f"schema $defs.{section}_settings disagrees with config.LIMITS[{section!r}]"
+        ref = defs[f"{section}_settings"]["$ref"]
+        assert ref == f"../../src/attrrob/{config.SETTINGS_SCHEMA}#/$defs/{section}_settings"
+        assert len(defs[f"{section}_settings"]) == 1, "a reference, nothing copied beside it"
+        # The reference resolves, relative to the workflow schema, to the limits the package checks.
+        target = (REPO / "workflow/schemas" / ref.split("#")[0]).resolve()
+        assert target == settings_schema.resolve()
+        assert yaml.safe_load(target.read_text())["$defs"][f"{section}_settings"]["properties"] == limits
+
+
+def test_the_workflow_schema_enforces_the_package_limits():
+    """Through the reference: a value past a package limit is a schema error naming the key."""
+    base = yaml.safe_load((REPO / "config/quickstart.yaml").read_text())
+    schema = REPO / "workflow/schemas/config.schema.yaml"
+    assert config.schema_problem(base, schema) is None
+    base.setdefault("hyperparameters", {}).setdefault("digits", {}).setdefault("attack", {})["window"] = 4
+    assert config.schema_problem(base, schema).startswith("hyperparameters.digits.attack.window:")
 
 
 def test_limits_cover_every_numeric_or_choice_default():

@@ -15,7 +15,8 @@ from attrrob.checkpoint import save_model
 from attrrob.cli import evaluate as evaluate_cli
 from attrrob.cli import evaluate_accuracy as accuracy_cli
 from attrrob.ig import CPU_INPUT_ELEMENTS_PER_CALL
-from attrrob.evaluation import ATTACK_COLUMNS, plan_batches
+from attrrob.evaluation import plan_batches
+from attrrob.result_files import ATTACK_COLUMNS
 
 ATTACK_SETTINGS = ["--set", "iterations=3", "--set", "ig_steps=8", "--num-examples", "24", "--device", "cpu",
                    "--no-progress"]

@@ -5,8 +5,8 @@ A user config is a workflow config file (any YAML mapping with the workflow's to
 `defaults.yaml`'s `datasets:` mapping (so the workflow's config file can be passed as is).
 Every key, type and value is checked here, in one place, whichever way it arrives (config file,
 `--set`, a CLI shortcut option, the workflow's parse-time check): errors are one line naming
-the file or option and the key. The value limits (`LIMITS`) are mirrored by the `minimum` /
-`exclusiveMinimum` of workflow/schemas/config.schema.yaml; tests/test_config.py checks both agree.
+the file or option and the key. The value limits (`LIMITS`) are read from settings.schema.yaml,
+to which workflow/schemas/config.schema.yaml refers.
 """
 
 from __future__ import annotations
@@ -28,8 +28,6 @@ from .errors import ConfigError, short
 from .strict_yaml import Refused, strict_yaml_load
 
 ATTACKS = registry.ATTACKS
-ZERO_DIRECTION_MODES = ("random_sign", "stay")
-TIES_MODES = ("expected", "index")
 ALL = "all"  # num_examples: every test image (a number above the test-set size is an error)
 # hyperparameters.<dataset>.attack_variants.<name>: {attack: <registry attack>, <attack settings>}: one
 # attack at other settings, evaluated under its own name (results/.../attack_<name>/), so one config can
@@ -37,45 +35,23 @@ ALL = "all"  # num_examples: every test image (a number above the test-set size 
 VARIANTS = "attack_variants"
 VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
-# Value limits per settings section, as JSON-schema keywords (the schema mirrors them). Every
-# integer has an upper bound too: a huge value is a typo, and left alone it overflows a seed or
-# grows a batch until memory runs out. Run-time checks add the bounds that depend on the data
-# (batch ≤ the training set, num_examples ≤ the test set, k ≤ H·W, target classes < classes).
-SEED = {"minimum": 0, "maximum": 2**32 - 1}  # numpy's and torch's seed range
-_MANY = 10**7       # counts of steps or images: more than any data set or run here
-_ITERATIONS = 10**5  # iterations of an inner loop (PGD, IG points, restarts)
-_POSITIVE = {"exclusiveMinimum": 0}
-_AT_LEAST_0 = {"minimum": 0}
-_COUNT_0 = {"minimum": 0, "maximum": _MANY}
-_COUNT_1 = {"minimum": 1, "maximum": _MANY}
-_LOOP_0 = {"minimum": 0, "maximum": _ITERATIONS}
-_LOOP_1 = {"minimum": 1, "maximum": _ITERATIONS}
-LIMITS: dict[str, dict[str, dict]] = {
-    "train": {
-        "batch_size": _COUNT_1, "steps": _COUNT_1, "seed": SEED,
-        "optimizer": {"enum": ["adam", "momentum"]}, "momentum": _AT_LEAST_0, "weight_decay": _AT_LEAST_0,
-        "loss_reduction": {"enum": ["sum", "mean"]}, "eps": _AT_LEAST_0,
-        "pgd_steps": _LOOP_0,  # 0 = the random start only
-        "pgd_step_size": _POSITIVE, "m": _LOOP_1, "approx_factor": _LOOP_1,
-        "lam": _AT_LEAST_0, "beta": _AT_LEAST_0, "inner_ig_weight": _AT_LEAST_0,
-        "log_every": _COUNT_1, "checkpoint_every": _COUNT_1, "ig_max_batch": _COUNT_0,
-    },
-    "accuracy": {"eps": _AT_LEAST_0, "steps": _LOOP_1, "step_size": _POSITIVE, "batch_size": _COUNT_1,
-                 "num_examples": _COUNT_1, "autoattack_iterations": _LOOP_1,
-                 "autoattack_target_classes": _LOOP_1, "pgd_loss": {"enum": ["ce", "ce_ig_approx"]},
-                 "pgd_ig_weight": _AT_LEAST_0, "pgd_ig_m": _LOOP_1, "pgd_ig_approx_factor": _LOOP_1},
-    "attack": {
-        "eps": _AT_LEAST_0, "step_size": _POSITIVE, "iterations": _LOOP_1, "k_attack": _COUNT_1,
-        "k_metric": _COUNT_1, "ig_steps": _LOOP_1, "restarts": _LOOP_1,
-        "random_restarts": _LOOP_1, "ties": {"enum": list(TIES_MODES)}, "num_examples": _COUNT_1,
-        "zero_direction": {"enum": list(ZERO_DIRECTION_MODES)}, "batch_images": _COUNT_1,
-        "ig_max_batch": _COUNT_0,
-        "window": {"minimum": 1, "maximum": _ITERATIONS, "not": {"multipleOf": 2}},  # LENS: an odd w × w square centred on a pixel
-    },
-    "prepare": {"validation_holdout": _COUNT_0, "augment_per_class": _COUNT_0, "seed": SEED,
-                "split_seed": SEED, "test_fraction": {"exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                "validation_fraction": {"minimum": 0, "exclusiveMaximum": 1}},
-}
+
+def _settings_schema() -> dict:
+    text = resources.files("attrrob").joinpath(SETTINGS_SCHEMA).read_text(encoding="utf-8")
+    return yaml.safe_load(text)["$defs"]
+
+
+# Value limits per settings section, as JSON-schema keywords: settings.schema.yaml (package data,
+# the one place they are written; the workflow schema refers to it).
+SETTINGS_SCHEMA = "settings.schema.yaml"
+_SCHEMA_DEFS = _settings_schema()
+LIMITS: dict[str, dict[str, dict]] = {section: _SCHEMA_DEFS[f"{section}_settings"]["properties"]
+                                      for section in ("train", "accuracy", "attack", "prepare")}
+SEED = _SCHEMA_DEFS["seed"]  # numpy's and torch's seed range
+_COUNT_1 = _SCHEMA_DEFS["count_1"]
+ZERO_DIRECTION_MODES = tuple(LIMITS["attack"]["zero_direction"]["enum"])
+TIES_MODES = tuple(LIMITS["attack"]["ties"]["enum"])
+
 # Limits of the command-line options that are not settings (the workflow schema mirrors the ones
 # it passes on: evaluation.save_examples; train_steps and evaluation.num_examples are _MANY).
 OPTION_LIMITS: dict[str, dict] = {
@@ -524,6 +500,23 @@ def check_workflow_files(paths: Iterable[str | Path]) -> None:
         check_top_level_keys(doc, path)
 
 
+def _file_registry(schema_path: Path):
+    """A `referencing` registry that reads a `$ref` to another YAML file relative to the schema
+    (the workflow schema refers to the package's settings schema), as Snakemake's validate does."""
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    def retrieve(uri: str):
+        target = (schema_path.parent / uri).resolve() if "://" not in uri else None
+        if target is None or not target.is_file():
+            raise ConfigError(f"{schema_path}: $ref {uri!r} is not a file beside the schema")
+        # The settings schema is the package's own file: its YAML anchors are meant (not a user's config).
+        return Resource.from_contents(yaml.safe_load(target.read_text(encoding="utf-8")),
+                                      default_specification=DRAFT202012)
+
+    return Registry(retrieve=retrieve)
+
+
 def schema_problem(config: Mapping, schema_path: str | Path) -> str | None:
     """The first schema violation of a workflow config as one line (key path: message), or None.
 
@@ -535,7 +528,7 @@ def schema_problem(config: Mapping, schema_path: str | Path) -> str | None:
     except ImportError:  # pragma: no cover - Snakemake depends on it
         return None
     schema = load_yaml_mapping(schema_path, what="schema")
-    validator = jsonschema.Draft202012Validator(schema)
+    validator = jsonschema.Draft202012Validator(schema, registry=_file_registry(Path(schema_path)))
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is None:
         return None

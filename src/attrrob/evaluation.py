@@ -28,15 +28,9 @@ from .config import dataset_input
 from .errors import AttrrobError
 from .outputs import save_npz, write_csv, write_json
 from .records import RECORDS_KEY, records
+from .result_files import (ACCURACY_COLUMNS, ATTACK_COLUMNS, EXAMPLES, LENS_NAMES, METRIC_NAMES, PER_EXAMPLE,
+                           SUMMARY, TRACE)
 
-ATTACK_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau", "spearman_rho",
-                  "mass_center_shift", "linf", "restart", "step", "zero_direction", "topk_tied_slots", "topk_intersection_index",
-                  "lens_recall", "lens_precision", "topk_div_intersection", "lens_recall_div", "lens_precision_div",
-                  "topk_div_completed")
-ACCURACY_COLUMNS = ("index", "label", "natural_prediction", "adversarial_prediction", "autoattack_prediction")
-METRIC_NAMES = ("topk_intersection", "kendall_tau", "spearman_rho", "mass_center_shift", "linf")
-# LENS (Kamath et al., AAAI 2024) at k_metric and the `window` setting, reported beside the paper's.
-LENS_NAMES = ("lens_recall", "lens_precision", "topk_div_intersection", "lens_recall_div", "lens_precision_div")
 
 # Memory taken by the tensors autograd keeps is not all of it (temporaries, allocator slack).
 _WORKSPACE_FACTOR = 2.0
@@ -274,9 +268,9 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, settin
 
 def write_accuracy_outputs(out_dir: str | Path, outcome: AccuracyOutcome) -> None:
     out_dir = Path(out_dir)
-    write_csv(out_dir / "per_example.csv", ACCURACY_COLUMNS, outcome.rows)
+    write_csv(out_dir / PER_EXAMPLE, ACCURACY_COLUMNS, outcome.rows)
     # summary.json last, recording the files as written (attrrob.records: readers check them).
-    write_json(out_dir / "summary.json", {**outcome.summary, RECORDS_KEY: records(out_dir, ["per_example.csv"])})
+    write_json(out_dir / SUMMARY, {**outcome.summary, RECORDS_KEY: records(out_dir, [PER_EXAMPLE])})
 
 
 # ----------------------------------------------------------------------------- attribution attacks
@@ -484,11 +478,11 @@ def attack_trace(traces: dict[int, tuple[np.ndarray, np.ndarray]], iterations: i
 def write_attack_outputs(out_dir: str | Path, outcome: AttackOutcome) -> None:
     """per_example.csv, summary.json, trace.npz and examples.npz, each atomically."""
     out_dir = Path(out_dir)
-    write_csv(out_dir / "per_example.csv", ATTACK_COLUMNS, outcome.rows)
+    write_csv(out_dir / PER_EXAMPLE, ATTACK_COLUMNS, outcome.rows)
     if outcome.examples:
-        save_npz(out_dir / "examples.npz", **outcome.examples)
+        save_npz(out_dir / EXAMPLES, **outcome.examples)
     if outcome.trace:
-        save_npz(out_dir / "trace.npz", **outcome.trace)
+        save_npz(out_dir / TRACE, **outcome.trace)
     # summary.json last, recording the files as written (attrrob.records: readers check them).
-    files = records(out_dir, ["per_example.csv", "trace.npz", "examples.npz"])
-    write_json(out_dir / "summary.json", {**outcome.summary, RECORDS_KEY: files})
+    files = records(out_dir, [PER_EXAMPLE, TRACE, EXAMPLES])
+    write_json(out_dir / SUMMARY, {**outcome.summary, RECORDS_KEY: files})

@@ -27,6 +27,7 @@ from typing import Any, Mapping, Sequence
 
 from . import config, registry, run_settings
 from .errors import ConfigError, short
+from .result_files import ACCURACY_OUTPUTS, ATTACK_OUTPUTS, MODEL, PER_EXAMPLE, SUMMARY, TRAIN_METRICS, TRAIN_OUTPUTS
 
 SECTIONS = ("train", "attack", "accuracy")
 SWEEP_DIR = "sweep"
@@ -35,10 +36,7 @@ SWEEPS_ROOT = "results/sweeps"
 SELECTION_METRICS = {"IN": ("attack", "topk_intersection"), "tau": ("attack", "kendall_tau"),
                      "AA": ("accuracy", "adversarial_accuracy"), "NA": ("accuracy", "natural_accuracy")}
 SELECTION_RULES = ("max", "min")
-TRAIN_OUTPUTS = ("model.pt", "train_log.csv", "train_metrics.json")
-ACCURACY_OUTPUTS = ("summary.json", "per_example.csv")
-ATTACK_OUTPUTS = ("summary.json", "per_example.csv", "examples.npz", "trace.npz")
-VALIDATION_ATTACK_OUTPUTS = ("summary.json", "per_example.csv")
+VALIDATION_ATTACK_OUTPUTS = (SUMMARY, PER_EXAMPLE)  # validation attacks keep no examples or traces
 
 
 def value_text(value: Any) -> str:
@@ -199,12 +197,12 @@ class Experiment:
         if model_run == run:
             outputs = [f"{run.dir}/{name}" for name in TRAIN_OUTPUTS]
             outputs.append(f"results/benchmarks/train/{run.name}.tsv")
-            recorded = run_settings.made_with(f"{run.dir}/train_metrics.json")
+            recorded = run_settings.made_with(f"{run.dir}/{TRAIN_METRICS}")
             run_settings.sync(f"{run.dir}/settings.json", train, outputs, recorded)
         else:
-            recorded = run_settings.made_with(f"{model_run.dir}/train_metrics.json")
+            recorded = run_settings.made_with(f"{model_run.dir}/{TRAIN_METRICS}")
         if run_settings.matches(train, recorded):
-            model = f"{model_run.dir}/model.pt"
+            model = f"{model_run.dir}/{MODEL}"
         wanted = {"test": self.evaluation_settings(run, chosen), "validation": self.validation_settings(run)}
         for split, settings in wanted.items():
             for name, (folder, bench, names) in self.evaluation_jobs(run, split).items():

@@ -21,6 +21,7 @@ from .errors import AttrrobError, one_line_errors
 from .experiments import SELECTION_METRICS
 from .intervals import mean_ci
 from .outputs import json_safe, write_json
+from .result_files import SUMMARY
 
 SPLIT = "validation"
 
@@ -39,7 +40,7 @@ def choose(candidates: Sequence[Mapping[str, Any]], rule: str, na_guard: float |
 
 
 def _read_summary(folder: Path) -> dict:
-    path = folder / "summary.json"
+    path = folder / SUMMARY
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

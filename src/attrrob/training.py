@@ -41,6 +41,7 @@ from .errors import AttrrobError, DataError, Interrupted, short
 from .logs import Progress, bar_wanted, duration, get
 from .outputs import write_csv, write_json
 from .records import RECORDS_KEY, records
+from .result_files import MODEL, TRAIN_LOG, TRAIN_METRICS, train_log_columns
 
 log = get("train")
 
@@ -151,8 +152,7 @@ def _config_difference(saved: Mapping, current: Mapping) -> list[str]:
 
 
 def log_columns(method: str) -> list[str]:
-    terms = [t for t in objectives.term_names(method) if t != "total"]
-    return ["step", "lr", "total", *terms, "batch_accuracy", "examples_per_s"]
+    return train_log_columns(t for t in objectives.term_names(method) if t != "total")
 
 
 def _check_finite(terms: Mapping[str, float], step: int, method: str) -> None:
@@ -366,7 +366,7 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else default_checkpoint_dir(out_dir)
     ckpt_path = checkpoint_path(ckpt_dir, settings)
     total_steps, batch_size = int(settings["steps"]), int(settings["batch_size"])
-    check_finished_model(out_dir / "model.pt", settings, force)
+    check_finished_model(out_dir / MODEL, settings, force)
 
     state = fresh_state(settings, len(x_train), device)
     resumed = resume(state, ckpt_path, settings, force)
@@ -406,11 +406,11 @@ def train(settings: Mapping[str, Any], x_train: torch.Tensor, y_train: torch.Ten
                 lines.update(1)
             if state.step % settings["checkpoint_every"] == 0 or state.step == total_steps:
                 save_state(state, ckpt_path, settings, time.perf_counter() - wall_start)
-                write_csv(out_dir / "train_log.csv", columns, state.rows)
+                write_csv(out_dir / TRAIN_LOG, columns, state.rows)
                 log.info("checkpoint %s written at step %d", ckpt_path, state.step)
             elif stop.signum is not None:
                 save_state(state, ckpt_path, settings, time.perf_counter() - wall_start)
-                write_csv(out_dir / "train_log.csv", columns, state.rows)
+                write_csv(out_dir / TRAIN_LOG, columns, state.rows)
             if stop.signum is not None:
                 raise Interrupted(f"interrupted by {signal.Signals(stop.signum).name} after step {state.step}: "
                                   f"checkpoint {ckpt_path} written; rerun the same command to resume", stop.signum)
@@ -426,7 +426,7 @@ def _finish(state: RunState, settings: Mapping[str, Any], out_dir: Path, device:
             wall_this_run: float, steps_this_run: int) -> dict:
     """The run's outputs: train_log.csv, train_metrics.json, then model.pt (its presence means done)."""
     dataset, method = settings["dataset"], settings["method"]
-    write_csv(out_dir / "train_log.csv", log_columns(method), state.rows)
+    write_csv(out_dir / TRAIN_LOG, log_columns(method), state.rows)
     step, train_time = state.step, state.train_time
     speed = step * int(settings["batch_size"]) / train_time if train_time > 0 else None
     metrics = {
@@ -434,11 +434,11 @@ def _finish(state: RunState, settings: Mapping[str, Any], out_dir: Path, device:
         "examples_per_s": speed, "wall_time_s": state.wall_before + wall_this_run, "device": str(device),
         "resumed_from_step": state.resumed_from, "steps_this_run": steps_this_run, "settings": settings,
         "threads": state.threads,
-        RECORDS_KEY: records(out_dir, ["train_log.csv"]),
+        RECORDS_KEY: records(out_dir, [TRAIN_LOG]),
     }
-    write_json(out_dir / "train_metrics.json", metrics)
-    checkpoint.save_model(out_dir / "model.pt", model=state.model, config=settings, step=step)
+    write_json(out_dir / TRAIN_METRICS, metrics)
+    checkpoint.save_model(out_dir / MODEL, model=state.model, config=settings, step=step)
     log.info("done %s/%s: step %d, %s, %s examples/s, wall %s; wrote %s", dataset, method, step,
              _terms_text(state.last_terms, method) or "no step run", f"{speed:.4g}" if speed else "?",
-             duration(metrics["wall_time_s"]), out_dir / "model.pt")
+             duration(metrics["wall_time_s"]), out_dir / MODEL)
     return metrics

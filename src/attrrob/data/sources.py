@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..registry import DATASETS
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,6 @@ RAW_FILES: dict[str, tuple[RawFile, ...]] = {
     "flower": FLOWER_FILES,
 }
 
-DATASETS = ("mnist", "fashion_mnist", "gtsrb", "flower", "digits")
 
 
 def check_dataset(dataset: str) -> None:

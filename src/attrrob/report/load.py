@@ -19,6 +19,9 @@ import numpy as np
 import yaml
 
 from .. import records, registry
+from ..result_files import (EXAMPLE_ARRAYS, EXAMPLES, OPTIONAL_PER_EXAMPLE_COLUMNS, PER_EXAMPLE,  # noqa: F401
+                            PER_EXAMPLE_COLUMNS, SUMMARY, TRACE, TRACE_ARRAYS, TRAIN_LOG, TRAIN_METRICS,
+                            train_log_columns)
 from ..errors import AttrrobError, ConfigError, DataError
 
 try:
@@ -69,13 +72,7 @@ _METRIC_ALIASES = {**{m.field: m.key for m in METRICS.values()}, **{k: k for k i
 
 DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gtsrb": "GTSRB",
                  "flower": "Flower-17", "digits": "digits (8×8)"}
-PER_EXAMPLE_COLUMNS = ("index", "label", "prediction", "status", "topk_intersection", "kendall_tau",
-                       "spearman_rho", "mass_center_shift", "linf", "restart", "step", "zero_direction")
-OPTIONAL_PER_EXAMPLE_COLUMNS = ("topk_tied_slots", "topk_intersection_index")  # newer evaluators; older files lack them
-TRACE_ARRAYS = ("indices", "iterations", "kendall_tau", "topk_intersection")
-EXAMPLE_ARRAYS = ("indices", "labels", "original", "attacked", "saliency_original",
-                  "saliency_attacked", "height", "width")
-_LOG_FIXED_COLUMNS = ("step", "lr", "total", "batch_accuracy", "examples_per_s")
+_LOG_FIXED_COLUMNS = tuple(train_log_columns(()))
 _CI_FIELDS = ("mean", "ci_low", "ci_high", "n")
 
 
@@ -213,7 +210,7 @@ def _is_number_or_null(value: Any) -> bool:
 
 def load_accuracy(results_dir: PathLike, dataset: str, method: str) -> dict | None:
     """`{results_dir}/{dataset}/{method}/accuracy/summary.json`, or None if it does not exist yet."""
-    path = _result_dir(results_dir, dataset, method) / "accuracy" / "summary.json"
+    path = _result_dir(results_dir, dataset, method) / "accuracy" / SUMMARY
     doc = _read_json(path, dataset, method)
     if doc is not None:
         _require_ci(doc, path, "natural_accuracy", "adversarial_accuracy")
@@ -224,7 +221,7 @@ def load_accuracy(results_dir: PathLike, dataset: str, method: str) -> dict | No
 
 def load_attack(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> dict | None:
     """`{results_dir}/{dataset}/{method}/attack_{attack}/summary.json`, or None if it does not exist yet."""
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "summary.json"
+    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / SUMMARY
     doc = _read_json(path, dataset, method)
     if doc is None:
         return None
@@ -268,8 +265,8 @@ def _read_csv(path: Path, required: Iterable[str], producer: str) -> pd.DataFram
 
 def load_per_example(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
     """`attack_{attack}/per_example.csv` as a DataFrame (metric cells NaN for skipped images), or None."""
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "per_example.csv"
-    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
+    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / PER_EXAMPLE
+    _check_record(path, path.with_name(SUMMARY), dataset, method, "attrrob evaluate")
     return _read_csv(path, PER_EXAMPLE_COLUMNS, "attrrob evaluate")
 
 
@@ -294,8 +291,8 @@ def collect_per_example(results_dir: PathLike, datasets: Iterable[str], methods:
 
 def load_train_log(results_dir: PathLike, dataset: str, method: str) -> pd.DataFrame | None:
     """`train_log.csv` (step, lr, total, one column per loss term, batch_accuracy, examples_per_s), or None."""
-    path = _result_dir(results_dir, dataset, method) / "train_log.csv"
-    _check_record(path, path.with_name("train_metrics.json"), dataset, method, "attrrob train")
+    path = _result_dir(results_dir, dataset, method) / TRAIN_LOG
+    _check_record(path, path.with_name(TRAIN_METRICS), dataset, method, "attrrob train")
     return _read_csv(path, ("step", "total", "batch_accuracy"), "attrrob train")
 
 
@@ -306,7 +303,7 @@ def loss_terms(log: pd.DataFrame) -> list[str]:
 
 def load_train_metrics(results_dir: PathLike, dataset: str, method: str) -> dict | None:
     """`train_metrics.json`, or None if it does not exist yet."""
-    return _read_json(_result_dir(results_dir, dataset, method) / "train_metrics.json", dataset, method)
+    return _read_json(_result_dir(results_dir, dataset, method) / TRAIN_METRICS, dataset, method)
 
 
 def _read_npz(path: Path, required) -> dict | None:
@@ -326,8 +323,8 @@ def _read_npz(path: Path, required) -> dict | None:
 
 def load_examples(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> dict | None:
     """`attack_{attack}/examples.npz` as a dict of arrays (height, width as ints), or None."""
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "examples.npz"
-    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
+    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / EXAMPLES
+    _check_record(path, path.with_name(SUMMARY), dataset, method, "attrrob evaluate")
     arrays = _read_npz(path, EXAMPLE_ARRAYS)
     if arrays is None:
         return None
@@ -353,8 +350,8 @@ def load_trace(results_dir: PathLike, dataset: str, method: str, attack: str = "
     so non-increasing in the criterion; 1 at t = 0). None when the file does not exist (results
     of evaluators older than the trace).
     """
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / "trace.npz"
-    _check_record(path, path.with_name("summary.json"), dataset, method, "attrrob evaluate")
+    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / TRACE
+    _check_record(path, path.with_name(SUMMARY), dataset, method, "attrrob evaluate")
     arrays = _read_npz(path, TRACE_ARRAYS)
     if arrays is None:
         return None

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from ..errors import DataError
 from ..intervals import mean_ci
+from ..result_files import SUMMARY
 from .load import dataset_name, method_name
 
 # (label, evaluation, summary key, percent?)
@@ -57,7 +58,7 @@ def run_values(runs: Mapping[str, str], attack: str) -> dict:
         per_seed = {}
         for seed, run in runs.items():
             folder = Path(run) / ("accuracy" if kind == "accuracy" else f"attack_{attack}")
-            summary = _read_json(folder / "summary.json")
+            summary = _read_json(folder / SUMMARY)
             if summary is None:
                 continue
             entry = summary.get(key) if kind == "accuracy" else (summary.get("metrics") or {}).get(key)

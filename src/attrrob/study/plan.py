@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from attrrob.errors import AttrrobError
+from attrrob.result_files import MODEL, TRAIN_METRICS
 
 RESULTS = "results"
 # The one file every training writes: the folder holding it is a run.
-RUN_MARKER = "train_metrics.json"
+RUN_MARKER = TRAIN_METRICS
 # Shared inputs of every run (raw and prepared data): built once, before any run.
 UPSTREAM = "data"
 # Seed trees: study files (a sweep's selection) lie in them, outside any run's own files.
@@ -26,7 +27,7 @@ SEED_TREE_PREFIX = "seed~"
 # The folder a sweep's runs lie in (results/seed~0/mnist/sarkar/sweep/lam~0.5).
 SWEEP = "sweep"
 # Large files that stay in DVC, never in the study folder: the trained weights.
-NOT_COMMITTED = ("model.pt",)
+NOT_COMMITTED = (MODEL,)
 
 
 @dataclass(frozen=True)
