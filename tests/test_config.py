@@ -192,14 +192,21 @@ def test_the_workflow_schema_enforces_the_package_limits():
     assert config.schema_problem(base, schema).startswith("hyperparameters.digits.attack.window:")
 
 
-def test_limits_cover_every_numeric_or_choice_default():
-    """A new setting in defaults.yaml without a limit would skip value validation."""
-    unbounded = {"train": {"lr_schedule"}, "accuracy": {"autoattack"}, "attack": set(), "prepare": set()}
+def test_every_default_has_a_typed_schema_entry_and_satisfies_it():
+    """defaults.yaml holds values only; settings.schema.yaml gives each its type and limits. Oracle:
+    jsonschema's own validator on every section and training group of every data set."""
+    import jsonschema
+
+    defs = yaml.safe_load((REPO / "src/attrrob" / config.SETTINGS_SCHEMA).read_text())["$defs"]
     for name, body in config._defaults().items():
-        sections = {"train": body["train"]["common"], **{s: body.get(s, {}) for s in ("accuracy", "attack", "prepare")}}
+        sections = {"train": body["train"], **{s: body[s] for s in ("accuracy", "attack", "prepare") if s in body}}
         for section, values in sections.items():
-            missing = set(values) - set(config.LIMITS[section]) - unbounded[section]
-            assert not missing, f"{name}.{section}: no limit for {sorted(missing)} in config.LIMITS"
+            groups = values.items() if section == "train" else [(None, values)]
+            schema = {**defs[f"{section}_settings"], "additionalProperties": False}
+            for group, entries in groups:
+                where = f"{name}.{section}" + (f".{group}" if group else "")
+                assert all("type" in schema["properties"][key] for key in entries if key in schema["properties"]), where
+                jsonschema.Draft202012Validator(schema).validate(entries)  # unknown keys fail too
 
 
 @pytest.mark.parametrize("section, key, good, bad", [

@@ -204,7 +204,7 @@ def read_user_config(path: str | Path | Mapping | None) -> dict:
                               "fixed by the data set, not a setting; remove it")
         body = dict(body) if isinstance(body, Mapping) else body
         variants = body.pop(VARIANTS, None) if isinstance(body, Mapping) else None
-        _check_against(body, _user_shape(_defaults()[dataset]), f"hyperparameters.{dataset}", path)
+        _check_shape(body, dataset, f"hyperparameters.{dataset}", path)
         _check_file_values(body, f"{where}: hyperparameters.{dataset}")
         if variants is not None:
             _check_variants(variants, dataset, f"{where}: hyperparameters.{dataset}.{VARIANTS}")
@@ -215,7 +215,7 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
     """Each variant: a lower-case name that is no attack's, `attack:` a known attack, and attack settings."""
     if not isinstance(variants, Mapping):
         raise ConfigError(f"{where} must be a mapping of variant names to {{attack: NAME, <attack settings>}}")
-    shape = _section(dataset, "attack")
+    shape = LIMITS["attack"]
     for name, body in variants.items():
         here = f"{where}.{name}"
         if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
@@ -232,7 +232,7 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
                 continue
             if key not in shape:
                 raise ConfigError(f"{here}.{key}: unknown attack setting (known: {', '.join(shape)})")
-            _check_scalar(value, shape[key], f"{here}.{key}")
+            _check_scalar(value, "attack", key, f"{here}.{key}")
             check_value("attack", key, value, f"{here}.{key}")
         _check_k_within_image(body, dataset, here)
 
@@ -269,15 +269,15 @@ def resolve_attack(dataset: str, name: str, config_path: str | Path | None = Non
 def check_setting(dataset: str, method: str | None, section: str, key: str, value: Any, where: str) -> None:
     """One `hyperparameters:` value checked as the config file's would be: a known key of `section`
     (train: of `method`), its type and its limits (used for the values a sweep lists)."""
-    shape = _user_shape(_defaults()[dataset]) if dataset in _defaults() else {}
+    shape = _user_shape(dataset) if dataset in _defaults() else {}
     if section not in shape:
         raise ConfigError(f"{where}: unknown settings section '{section}' (known: {', '.join(shape)})")
-    known = shape[section].get(method, shape[section]["common"]) if section == "train" else shape[section]
+    known = LIMITS[section]
     if key not in known:
         raise ConfigError(f"{where}: unknown {section} setting '{key}' (known: {', '.join(known)})")
     if section == "train":
         _check_weight_keys(method, {key: value}, where.rsplit(".", 1)[0])
-    _check_scalar(value, known[key], f"{where}")
+    _check_scalar(value, section, key, f"{where}")
     check_value(section, key, value, where)
 
 
@@ -290,56 +290,72 @@ def _check_file_values(body: Mapping, where: str) -> None:
                 check_value(section, key, value, f"{prefix}.{key}")
 
 
-def _user_shape(defaults: Mapping) -> dict:
-    """What a user may set for one data set: as defaults, but train.<method> takes any training key."""
-    shape = {name: body for name, body in defaults.items() if name != "input"}
+def _user_shape(dataset: str) -> dict[str, Any]:
+    """What a user may set for one data set: the sections its defaults have (but `input`), each
+    with the keys of settings.schema.yaml; train: `common` and one group per registered method."""
+    sections = [name for name in _defaults()[dataset] if name != "input"]
+    shape: dict[str, Any] = {name: LIMITS[name] for name in sections}
     if "train" in shape:
-        train = shape["train"]
-        shape["train"] = {name: (body if name == "common" else {**train["common"], **body})
-                          for name, body in train.items()}
+        shape["train"] = {group: LIMITS["train"] for group in ("common", *registry.method_names())}
     return shape
 
 
-def _check_against(value: Any, default: Any, where: str, path: Any) -> None:
-    """Validate `value` against the shape and types of `default`."""
-    if isinstance(default, Mapping):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{_where(path)}: {where} must be a mapping")
-        for key, sub in value.items():
-            if key not in default:
-                raise ConfigError(f"{_where(path)}: {where}.{key}: unknown key "
-                                  f"(known: {', '.join(map(str, default))})")
-            _check_against(sub, default[key], f"{where}.{key}", path)
-        return
-    _check_scalar(value, default, f"{_where(path)}: {where}")
+def _check_keys(value: Any, known: Iterable, where: str, path: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{_where(path)}: {where} must be a mapping")
+    for key in value:
+        if key not in known:
+            raise ConfigError(f"{_where(path)}: {where}.{key}: unknown key (known: {', '.join(map(str, known))})")
 
 
-def _check_scalar(value: Any, default: Any, where: str) -> None:
+def _check_shape(body: Any, dataset: str, where: str, path: Any) -> None:
+    """A config file's `hyperparameters.<dataset>` body: known sections, groups and keys, and each
+    value of the type settings.schema.yaml gives it."""
+    shape = _user_shape(dataset)
+    _check_keys(body, shape, where, path)
+    for section, values in body.items():
+        groups = [(None, values)]
+        if section == "train":
+            _check_keys(values, shape["train"], f"{where}.train", path)
+            groups = list(values.items())
+        for group, entries in groups:
+            here = f"{where}.{section}" + (f".{group}" if group else "")
+            _check_keys(entries, LIMITS[section], here, path)
+            for key, value in entries.items():
+                _check_scalar(value, section, key, f"{_where(path)}: {here}.{key}")
+
+
+def _kinds(section: str, key: str) -> list[str]:
+    kind = LIMITS[section][key].get("type", [])
+    return kind if isinstance(kind, list) else [kind]
+
+
+def _check_scalar(value: Any, section: str, key: str, where: str) -> None:
+    """`value` of the type settings.schema.yaml gives `section.key`, as a one-line error."""
     def bad(kind: str):
         return ConfigError(f"{where}: expected {kind}, got {short(value)}")
 
-    key = where.rsplit(".", 1)[-1].rsplit(" ", 1)[-1]
+    kinds = _kinds(section, key)
     if key in _ALL_ALLOWED and value == ALL:
         return
-    if default is None:  # optional number (null = derived, e.g. inner_ig_weight)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise bad("a number or null")
-    elif isinstance(default, bool):
+    if "null" in kinds and value is None:  # optional (null = derived, e.g. inner_ig_weight)
+        return
+    if "boolean" in kinds:
         if not isinstance(value, bool):
             raise bad("true or false")
-    elif isinstance(default, int):
+    elif "integer" in kinds:
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(f"an integer{' or all' if key in _ALL_ALLOWED else ''}")
-    elif isinstance(default, float):
+    elif "number" in kinds:
         if isinstance(value, str) and _number_from_text(value) is not value:
             raise ConfigError(f"{where}: expected a number, got the text {short(value)} (YAML reads a number "
                               "without a dot as text: write it as 1.0e-4)")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-    elif isinstance(default, str):
+            raise bad("a number or null" if "null" in kinds else "a number")
+    elif "string" in kinds:
         if not isinstance(value, str):
             raise bad("a string")
-    elif isinstance(default, list):
+    elif "array" in kinds:
         if not isinstance(value, list):
             raise bad("a list")
 
@@ -348,7 +364,7 @@ def _apply_overrides(settings: dict, overrides: Mapping | None, section: str, wh
     for key, value in (overrides or {}).items():
         if key not in settings:
             raise ConfigError(f"override {key}={short(value)}: unknown {what} setting (known: {', '.join(settings)})")
-        _check_scalar(value, settings[key], f"--set {key}")
+        _check_scalar(value, section, key, f"--set {key}")
         check_value(section, key, value, f"--set {key}")
         settings[key] = value
 
@@ -358,7 +374,7 @@ def _merged(dataset: str, section: str, config_path: str | Path | None, override
     user = read_user_config(config_path).get(dataset, {}).get(section, {})
     base.update(copy.deepcopy(user))
     _apply_overrides(base, overrides, section, section)
-    _coerce_floats(base, _section(dataset, section))
+    _coerce_floats(base, section)
     _check_section(base, section, f"{dataset}.{section}")
     return base
 
@@ -369,10 +385,12 @@ def _check_section(settings: Mapping, section: str, where: str) -> None:
         check_value(section, key, value, f"{where}.{key}")
 
 
-def _coerce_floats(values: dict, defaults: Mapping) -> None:
-    for key, default in defaults.items():
-        if key in values and values[key] is not None and (isinstance(default, float) or default is None):
-            values[key] = float(values[key])
+def _coerce_floats(values: dict, section: str) -> None:
+    """Numbers (not integers) as floats, as the schema types them: 1 and 1.0 are one setting."""
+    for key, value in values.items():
+        kinds = _kinds(section, key) if key in LIMITS[section] else []
+        if "number" in kinds and "integer" not in kinds and value is not None and not isinstance(value, bool):
+            values[key] = float(value)
 
 
 def _check_weight_keys(method: str, given: Mapping, where: str) -> None:
@@ -402,7 +420,7 @@ def train_settings(dataset: str, method: str, config_path: str | Path | None = N
     settings.update(copy.deepcopy(user.get("common", {})))
     settings.update(copy.deepcopy(user.get(method, {})))
     _apply_overrides(settings, overrides, "train", "training")
-    _coerce_floats(settings, train["common"])
+    _coerce_floats(settings, "train")
     _validate_train(settings, dataset, method)
     settings.update(dataset=dataset, method=method)
     return settings

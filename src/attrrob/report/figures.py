@@ -21,7 +21,7 @@ from .. import registry
 from ..config import dataset_input
 from .load import dataset_name, method_name, spec
 from ..intervals import mean_ci
-from .tables import unchanged_images
+from .tables import inline_markdown, unchanged_images
 
 DPI = 110          # pixels per inch of the embedded PNGs
 PAGE_WIDTH = 12.5  # inches: a figure this wide fills a 1,400 px window at DPI (less the margins)
@@ -545,15 +545,9 @@ def figure_html(figure, alt: str, caption: str = "") -> str:
     figure.savefig(buffer, format="png", dpi=DPI)
     width_px = int(round(figure.get_figwidth() * 96))  # CSS pixels at the figure's size in inches
     data = base64.b64encode(buffer.getvalue()).decode("ascii")
-    caption_html = f"<figcaption>{_inline_markdown(caption)}</figcaption>" if caption else ""
+    caption_html = f"<figcaption>{inline_markdown(caption)}</figcaption>" if caption else ""
     return (f"<figure class='attrrob-figure'><img src='data:image/png;base64,{data}' alt='{html.escape(alt, quote=True)}'"
             f" style='width:{width_px}px;max-width:100%;height:auto'>{caption_html}</figure>")
-
-
-def _inline_markdown(text: str) -> str:
-    escaped = html.escape(text)
-    parts = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
 
 def show(figure, what: str, alt: str | None = None, caption: str = "") -> None:

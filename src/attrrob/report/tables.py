@@ -490,12 +490,16 @@ def details_html(summary: str, body: str) -> str:
             f"<div>{body}</div></details>")
 
 
-def markdown_html(text: str) -> str:
-    """The small Markdown subset settings_markdown writes (paragraphs, "- " items, `code`) as HTML."""
-    def inline(line: str) -> str:
-        parts = html.escape(line).split("`")
-        return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+def inline_markdown(line: str) -> str:
+    """One line of the reports' Markdown (`code` spans) as escaped HTML."""
+    parts = html.escape(line).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
 
+
+def markdown_html(text: str) -> str:
+    """The small Markdown subset the reports write (paragraphs, "- " items, `code`) as HTML: the one
+    renderer of the reports (figure captions go through `inline_markdown`)."""
+    inline = inline_markdown
     out = []
     for block in text.split("\n\n"):
         lines = block.splitlines()
