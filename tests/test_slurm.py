@@ -8,9 +8,10 @@ cancelled with `scancel`; rerunning the same command must then run only that mod
 depends on it, resuming its training from the checkpoint. Checked: per-example results, models,
 training logs and every untimed report table are identical to the local run's; every Slurm job
 ran in the `cpu` partition (the quickstart sets resources.gpu: false) under a comment that names
-its rule; every job's Slurm log is kept under logs/slurm/. Both copies train one seed (`seeds: [0]`
-in their quickstart config): what is checked here is the profile, not the seeds, and a third of
-the quickstart keeps this test within CI's time.
+its rule; every job's Slurm log is kept under logs/slurm/. Both copies run one seed of three
+methods (natural, ig_sum_norm and sarkar, the pair the reports compare) and the topk attack only:
+what is checked here is the profile, not the seeds or the methods (the end-to-end test runs the
+whole quickstart), and a seventh of the quickstart keeps this test within CI's time.
 
 Skips where Slurm cannot be started (not root, slurm-wlm or munge missing, a real Slurm
 configured); with ATTRROB_REQUIRE_SLURM=1 (set by .ci/run) it fails instead. About 8 minutes on
@@ -44,6 +45,8 @@ pytestmark = pytest.mark.skipif(not Path(tool("snakemake")).exists() and shutil.
                                 reason="snakemake is not installed (pip install -e '.[workflow]')")
 
 CONFIG = "config/quickstart.yaml"
+# The part of the quickstart both copies run (top-level keys of CONFIG, rewritten in place).
+SUBSET = {"seeds": "[0]", "methods": "[natural, ig_sum_norm, sarkar]", "attacks": "[topk]"}
 # The README's commands (section "On a Slurm cluster"; test_readme_gives_the_commands_this_test_runs).
 SLURM_COMMAND = ["all", "--profile", "workflow/profiles/slurm", "--configfile", CONFIG]
 SQUEUE_FORMAT = "%.10i %.9P %.8T %.10M %k"
@@ -141,8 +144,12 @@ def runs(cluster, tmp_path_factory):
     base = tmp_path_factory.mktemp("runs")
     local = copy_workflow(base / "local")
     config = local / CONFIG
-    config.write_text(re.sub(r"(?m)^seeds: .*$", "seeds: [0]", config.read_text(), count=1))
-    assert yaml.safe_load(config.read_text())["seeds"] == [0]
+    text = config.read_text()
+    for key, value in SUBSET.items():
+        text = re.sub(rf"(?m)^{key}: .*$", f"{key}: {value}", text, count=1)
+    config.write_text(text)
+    assert {key: yaml.safe_load(config.read_text())[key] for key in SUBSET} == {
+        key: yaml.safe_load(value) for key, value in SUBSET.items()}
     slurm = Path(shutil.copytree(local, base / "slurm", symlinks=True))
     watch = JobWatch(cluster)
     start = time.monotonic()

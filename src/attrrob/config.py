@@ -549,6 +549,11 @@ def schema_problem(config: Mapping, schema_path: str | Path) -> str | None:
     validator = jsonschema.Draft202012Validator(schema, registry=_file_registry(Path(schema_path)))
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is None:
+        # Method names are the registry's (a schema cannot list what a package registers).
+        known = registry.method_names()
+        for index, name in enumerate(config.get("methods") or []):
+            if name not in known:
+                return f"methods.{index}: unknown method {name!r} (known: {', '.join(known)})"
         return None
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
     message = " ".join(str(error.message).split())
