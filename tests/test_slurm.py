@@ -14,7 +14,7 @@ what is checked here is the profile, not the seeds or the methods (the end-to-en
 whole quickstart), and a seventh of the quickstart keeps this test within CI's time.
 
 Skips where Slurm cannot be started (not root, slurm-wlm or munge missing, a real Slurm
-configured); with ATTRROB_REQUIRE_SLURM=1 (set by .ci/run) it fails instead. About 8 minutes on
+configured); with ATTRROB_REQUIRE_SLURM=1 (set by .ci/run) it fails instead. About 4.5 minutes on
 2 cores.
 """
 
