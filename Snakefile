@@ -44,6 +44,12 @@ configfile: "config/config.yaml"
 
 
 if attrrob_config is not None:
+    # --config gives nested values as text; they mean what the same YAML means in a config file
+    # (the schema types the settings).
+    if "hyperparameters" in config:
+        config["hyperparameters"] = attrrob_config.typed_from_text(
+            config["hyperparameters"]
+        )
     problem = attrrob_config.schema_problem(config, SCHEMA)
     if problem:
         sys.exit(f"attrrob: error: workflow config: {problem} (see {SCHEMA})")

@@ -95,3 +95,67 @@ def test_the_built_in_objectives_resolve_to_the_losses_of_the_objectives_module(
         assert callable(method.outer_loss) and method.outer_loss.__module__ == "attrrob.objectives"
         assert (method.inner_loss is None) == (name == "natural")
         assert name == "natural" or method.weight is not None or name == "madry"
+
+
+# ---- a data set is one registered object too
+
+BARS = "toy_bars"
+
+
+def bars_prepare(dataset, raw_dir, settings, verify_sources):
+    """Two classes of 6×6 images: a horizontal or a vertical bar on noise (no raw files)."""
+    import numpy as np
+
+    rng = np.random.default_rng(int(settings["split_seed"]))
+
+    def images(n):
+        labels = np.arange(n) % 2
+        x = rng.integers(0, 40, size=(n, 1, 6, 6)).astype(np.uint8)
+        for i, label in enumerate(labels):
+            if label:
+                x[i, 0, :, 2] = 250
+            else:
+                x[i, 0, 2, :] = 250
+        return x, labels.astype(np.int64)
+
+    (x_train, y_train), (x_test, y_test) = images(64), images(16)
+    return ({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}, [], 1.0 / 255.0,
+            ["synthetic bars"], ["not a data set of the paper"])
+
+
+def bars_network(spec, *, dataset, generator=None):
+    from attrrob.models import MnistCNN
+
+    return MnistCNN(height=spec["height"], width=spec["width"], channels=(4, 8), kernel_size=3, hidden=16,
+                    in_channels=spec["channels"], classes=spec["classes"], dataset=dataset, generator=generator)
+
+
+@pytest.fixture
+def bars():
+    defaults = config._defaults_file()["digits"]
+    own = {**defaults, "input": {"channels": 1, "height": 6, "width": 6, "classes": 2, "max_value": 1.0,
+                                 "integral": False},
+           "prepare": {"split_seed": 3}}
+    dataset = registry.register_dataset(registry.Dataset(BARS, "Toy bars", bars_prepare, bars_network,
+                                                         defaults=own))
+    yield dataset
+    registry.unregister_dataset(BARS)
+
+
+def test_a_registered_toy_data_set_prepares_and_trains_through_the_clis(bars, tmp_path):
+    import json
+
+    from attrrob.cli import prepare as prepare_cli
+    from attrrob.cli import train as train_cli
+    from attrrob.report import dataset_name
+
+    (tmp_path / "raw").mkdir()
+    prepare_cli.main(["--dataset", BARS, "--raw", str(tmp_path / "raw"), "--out", str(tmp_path / "bars.npz")])
+    manifest = json.loads((tmp_path / "bars.json").read_text())
+    assert manifest["dataset"] == BARS and manifest["counts"] == {"train": 64, "test": 16}
+    metrics = train_cli.main(["--dataset", BARS, "--method", "madry", "--data", str(tmp_path / "bars.npz"),
+                              "--out", str(tmp_path / "run"), "--device", "cpu", "--steps", "2", "--no-progress",
+                              "--set", "batch_size=8"])
+    assert metrics["steps"] == 2 and (tmp_path / "run/model.pt").is_file()
+    assert config.dataset_input(BARS)["height"] == 6 and dataset_name(BARS) == "Toy bars"
+    assert BARS in config.datasets() and BARS not in registry.DATASETS

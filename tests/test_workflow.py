@@ -146,7 +146,7 @@ BAD_CONFIGS = {
     "unknown top-level key": ({"datsets": ["digits"]}, "bad.yaml: unknown top-level key 'datsets'"),
     "unknown nested key": ({"evaluation": {"num_exemples": 5}}, "evaluation: Additional properties are not allowed ('num_exemples' was unexpected)"),
     "wrong type": ({"train_steps": "many"}, "train_steps: 'many' is not of type"),
-    "unknown data set": ({"datasets": ["cifar10"]}, "datasets.0: 'cifar10' is not one of"),
+    "unknown data set": ({"datasets": ["cifar10"]}, "datasets.0: unknown data set 'cifar10' (known: mnist,"),
     "unknown method": ({"methods": ["natural", "trades"]}, "methods.1: unknown method 'trades' (known: natural, madry"),
     "bad device": ({"device": "tpu"}, "device: 'tpu' does not match"),
     "negative train_steps": ({"train_steps": 0}, "train_steps: 0 is less than the minimum of 1"),

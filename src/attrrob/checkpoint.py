@@ -146,7 +146,7 @@ def load_model(path: str | Path, *, dataset: str | None = None,
                            "pass the model file of that data set")
     if file_dataset is None:
         raise AttrrobError(f"{path}: records no data set; pass a model.pt written by 'attrrob train'")
-    if file_dataset not in registry.DATASETS:
+    if file_dataset not in registry.dataset_names():
         raise AttrrobError(f"{path}: records the unknown data set {short(file_dataset)}; "
                            "pass a model.pt written by 'attrrob train'")
     model = models.build(file_dataset)

@@ -5,8 +5,8 @@ A user config is a workflow config file (any YAML mapping with the workflow's to
 `defaults.yaml`'s `datasets:` mapping (so the workflow's config file can be passed as is).
 Every key, type and value is checked here, in one place, whichever way it arrives (config file,
 `--set`, a CLI shortcut option, the workflow's parse-time check): errors are one line naming
-the file or option and the key. The value limits (`LIMITS`) are read from settings.schema.yaml,
-to which workflow/schemas/config.schema.yaml refers.
+the file or option and the key. Types and value limits are settings.schema.yaml's
+(`attrrob.settings_schema`), to which workflow/schemas/config.schema.yaml refers.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import copy
 import functools
 import hashlib
 import json
-import math
 import re
 from importlib import resources
 from pathlib import Path
@@ -25,79 +24,18 @@ import yaml
 
 from . import registry
 from .errors import ConfigError, short
+# The settings schema's names, also found here (callers import them from attrrob.config).
+from .settings_schema import (ALL, LIMITS, OPTION_LIMITS, SEED, SETTINGS_SCHEMA, TIES_MODES,  # noqa: F401
+                              ZERO_DIRECTION_MODES, _kinds, _number_from_text, check_limits, check_type,
+                              check_value)
 from .strict_yaml import Refused, strict_yaml_load
 
 ATTACKS = registry.ATTACKS
-ALL = "all"  # num_examples: every test image (a number above the test-set size is an error)
 # hyperparameters.<dataset>.attack_variants.<name>: {attack: <registry attack>, <attack settings>}: one
 # attack at other settings, evaluated under its own name (results/.../attack_<name>/), so one config can
 # hold, e.g., the paper's top-k attack and one with a smaller k side by side.
 VARIANTS = "attack_variants"
 VARIANT_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
-
-
-def _settings_schema() -> dict:
-    text = resources.files("attrrob").joinpath(SETTINGS_SCHEMA).read_text(encoding="utf-8")
-    return yaml.safe_load(text)["$defs"]
-
-
-# Value limits per settings section, as JSON-schema keywords: settings.schema.yaml (package data,
-# the one place they are written; the workflow schema refers to it).
-SETTINGS_SCHEMA = "settings.schema.yaml"
-_SCHEMA_DEFS = _settings_schema()
-LIMITS: dict[str, dict[str, dict]] = {section: _SCHEMA_DEFS[f"{section}_settings"]["properties"]
-                                      for section in ("train", "accuracy", "attack", "prepare")}
-SEED = _SCHEMA_DEFS["seed"]  # numpy's and torch's seed range
-_COUNT_1 = _SCHEMA_DEFS["count_1"]
-ZERO_DIRECTION_MODES = tuple(LIMITS["attack"]["zero_direction"]["enum"])
-TIES_MODES = tuple(LIMITS["attack"]["ties"]["enum"])
-
-# Limits of the command-line options that are not settings (the workflow schema mirrors the ones
-# it passes on: evaluation.save_examples; train_steps and evaluation.num_examples are _MANY).
-OPTION_LIMITS: dict[str, dict] = {
-    "seed": SEED, "save_examples": {"minimum": 0, "maximum": 10_000}, "threads": {"minimum": 1, "maximum": 4096},
-    "batch_images": _COUNT_1, "memory_budget_gb": {"exclusiveMinimum": 0, "maximum": 1 << 20},
-    "steps": _COUNT_1, "num_examples": _COUNT_1,
-}
-# Keys that also take the string "all".
-_ALL_ALLOWED = frozenset({"num_examples"})
-
-
-def _limit_problem(limits: Mapping, value: Any) -> str | None:
-    """What is wrong with `value` under `limits` (JSON-schema keywords), or None."""
-    if value is None or (value == ALL and "enum" not in limits):
-        return None
-    if "enum" in limits:
-        return None if value in limits["enum"] else f"expected one of {', '.join(limits['enum'])}"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None  # types are checked elsewhere
-    if isinstance(value, float) and math.isinf(value):
-        return "must be finite"
-    if "minimum" in limits and not value >= limits["minimum"]:
-        return f"must be ≥ {limits['minimum']}"
-    if "maximum" in limits and not value <= limits["maximum"]:
-        return f"must be ≤ {limits['maximum']}"
-    if "exclusiveMinimum" in limits and not value > limits["exclusiveMinimum"]:
-        return f"must be > {limits['exclusiveMinimum']}"
-    if "exclusiveMaximum" in limits and not value < limits["exclusiveMaximum"]:
-        return f"must be < {limits['exclusiveMaximum']}"
-    step = limits.get("not", {}).get("multipleOf")
-    if step and value % step == 0:
-        return "must be odd" if step == 2 else f"must be no multiple of {step}"
-    return None
-
-
-def check_value(section: str, key: str, value: Any, where: str) -> None:
-    """Raise ConfigError when `value` of `section.key` is outside its limits (`where` names it)."""
-    check_limits(LIMITS.get(section, {}).get(key, {}), value, where)
-
-
-def check_limits(limits: Mapping, value: Any, where: str) -> None:
-    """Raise ConfigError when `value` is outside `limits` (e.g. `SEED` for a --seed option)."""
-    problem = _limit_problem(limits, value)
-    if problem:
-        raise ConfigError(f"{where}: {problem}, got {short(value)}")
-
 
 
 def settings_digest(settings: Mapping) -> str:
@@ -107,13 +45,23 @@ def settings_digest(settings: Mapping) -> str:
 
 
 @functools.lru_cache(maxsize=1)
-def _defaults() -> dict:
+def _defaults_file() -> dict:
     text = resources.files("attrrob").joinpath("defaults.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)["datasets"]
 
 
+def _defaults() -> dict:
+    """Each data set's defaults (input shape and settings): its defaults.yaml block, else those its
+    registered `Dataset` carries (a data set added without touching defaults.yaml)."""
+    table = _defaults_file()
+    extra = {name: registry.dataset(name).defaults for name in registry.dataset_names()
+             if name not in table and registry.dataset(name).defaults}
+    return {**table, **extra} if extra else table
+
+
 def datasets() -> tuple[str, ...]:
-    return registry.DATASETS
+    """The registered data sets."""
+    return registry.dataset_names()
 
 
 def dataset_input(dataset: str) -> dict:
@@ -232,7 +180,7 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
                 continue
             if key not in shape:
                 raise ConfigError(f"{here}.{key}: unknown attack setting (known: {', '.join(shape)})")
-            _check_scalar(value, "attack", key, f"{here}.{key}")
+            check_type(value, "attack", key, f"{here}.{key}")
             check_value("attack", key, value, f"{here}.{key}")
         _check_k_within_image(body, dataset, here)
 
@@ -277,7 +225,7 @@ def check_setting(dataset: str, method: str | None, section: str, key: str, valu
         raise ConfigError(f"{where}: unknown {section} setting '{key}' (known: {', '.join(known)})")
     if section == "train":
         _check_weight_keys(method, {key: value}, where.rsplit(".", 1)[0])
-    _check_scalar(value, section, key, f"{where}")
+    check_type(value, section, key, f"{where}")
     check_value(section, key, value, where)
 
 
@@ -322,49 +270,14 @@ def _check_shape(body: Any, dataset: str, where: str, path: Any) -> None:
             here = f"{where}.{section}" + (f".{group}" if group else "")
             _check_keys(entries, LIMITS[section], here, path)
             for key, value in entries.items():
-                _check_scalar(value, section, key, f"{_where(path)}: {here}.{key}")
-
-
-def _kinds(section: str, key: str) -> list[str]:
-    kind = LIMITS[section][key].get("type", [])
-    return kind if isinstance(kind, list) else [kind]
-
-
-def _check_scalar(value: Any, section: str, key: str, where: str) -> None:
-    """`value` of the type settings.schema.yaml gives `section.key`, as a one-line error."""
-    def bad(kind: str):
-        return ConfigError(f"{where}: expected {kind}, got {short(value)}")
-
-    kinds = _kinds(section, key)
-    if key in _ALL_ALLOWED and value == ALL:
-        return
-    if "null" in kinds and value is None:  # optional (null = derived, e.g. inner_ig_weight)
-        return
-    if "boolean" in kinds:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-    elif "integer" in kinds:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad(f"an integer{' or all' if key in _ALL_ALLOWED else ''}")
-    elif "number" in kinds:
-        if isinstance(value, str) and _number_from_text(value) is not value:
-            raise ConfigError(f"{where}: expected a number, got the text {short(value)} (YAML reads a number "
-                              "without a dot as text: write it as 1.0e-4)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number or null" if "null" in kinds else "a number")
-    elif "string" in kinds:
-        if not isinstance(value, str):
-            raise bad("a string")
-    elif "array" in kinds:
-        if not isinstance(value, list):
-            raise bad("a list")
+                check_type(value, section, key, f"{_where(path)}: {here}.{key}")
 
 
 def _apply_overrides(settings: dict, overrides: Mapping | None, section: str, what: str) -> None:
     for key, value in (overrides or {}).items():
         if key not in settings:
             raise ConfigError(f"override {key}={short(value)}: unknown {what} setting (known: {', '.join(settings)})")
-        _check_scalar(value, section, key, f"--set {key}")
+        check_type(value, section, key, f"--set {key}")
         check_value(section, key, value, f"--set {key}")
         settings[key] = value
 
@@ -549,11 +462,12 @@ def schema_problem(config: Mapping, schema_path: str | Path) -> str | None:
     validator = jsonschema.Draft202012Validator(schema, registry=_file_registry(Path(schema_path)))
     error = jsonschema.exceptions.best_match(validator.iter_errors(dict(config)))
     if error is None:
-        # Method names are the registry's (a schema cannot list what a package registers).
-        known = registry.method_names()
-        for index, name in enumerate(config.get("methods") or []):
-            if name not in known:
-                return f"methods.{index}: unknown method {name!r} (known: {', '.join(known)})"
+        # Data set and method names are the registry's (a schema cannot list what a package registers).
+        for key, what, known in (("datasets", "data set", registry.dataset_names()),
+                                 ("methods", "method", registry.method_names())):
+            for index, name in enumerate(config.get(key) or []):
+                if name not in known:
+                    return f"{key}.{index}: unknown {what} {name!r} (known: {', '.join(known)})"
         return None
     key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
     message = " ".join(str(error.message).split())
@@ -591,14 +505,4 @@ def typed_from_text(value: Any) -> Any:
             return _number_from_text(yaml.safe_load(value))
         except yaml.YAMLError:
             return value
-    return value
-
-
-def _number_from_text(value: Any) -> Any:
-    """YAML 1.1 reads `1e-4` (no dot) as text; on the command line it means the number."""
-    if isinstance(value, str) and value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity"):
-        try:
-            return float(value)
-        except ValueError:
-            pass
     return value

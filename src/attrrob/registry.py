@@ -1,4 +1,4 @@
-"""What the project knows: training methods (registered implementations), data sets, attacks,
+"""What the project knows: training methods and data sets (registered implementations), attacks,
 workflow config keys.
 
 A training method is one registered `Method`: its objective (the inner PGD loss that finds x′ and
@@ -10,8 +10,11 @@ registry; a new method is its implementation plus one `register(Method(...))` ca
 The built-in objectives are referred to as "module:attribute" and imported on first use, so that
 the workflow (which lists and checks names when it parses the Snakefile) does not import torch.
 
-Data sets, attacks and the workflow's top-level keys are still name lists here, checked against
-their other spellings by tests/test_config.py.
+A data set is one registered `Dataset`: its raw files, its preparer, its network and its display
+name; its input shape and default settings are its block in defaults.yaml (or its `defaults`).
+
+Attacks and the workflow's top-level keys are still name lists here, checked against their other
+spellings by tests/test_config.py.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
-DATASETS = ("mnist", "fashion_mnist", "gtsrb", "flower", "digits")
 ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the control, attacks/noise.py
 
 # Top-level keys of a workflow config file (workflow/schemas/config.schema.yaml `properties:`).
@@ -123,3 +125,80 @@ for _method in (
     register(_method)
 
 METHODS = method_names()  # the built-in methods (the workflow schema's enum lists these)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set. `prepare(dataset, raw_dir, settings, verify_sources)` reads its raw files and
+    returns (arrays, source records, pixel scale, notes, differences from the paper);
+    `network(spec, *, dataset, generator)` builds its model from its defaults.yaml `input:` spec.
+    `raw_files` are its pinned downloads (none: it comes from elsewhere, as digits from
+    scikit-learn); `layout` the archive layout its manifest records; `defaults` its `input:` spec
+    and settings, where defaults.yaml has no block for it. Callables and values may be
+    "module:attribute" strings, imported on first use."""
+
+    name: str
+    display: str                    # the reports' name
+    prepare: Loss | str
+    network: Loss | str
+    raw_files: Any = ()
+    layout: Any = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # its defaults.yaml block, when it has none there
+
+    @property
+    def preparer(self) -> Loss:
+        return _resolve(self.prepare)
+
+    @property
+    def network_builder(self) -> Loss:
+        return _resolve(self.network)
+
+    @property
+    def pinned_files(self) -> tuple:
+        return tuple(_resolve(self.raw_files) or ())
+
+    @property
+    def archive_layout(self) -> Any:
+        return _resolve(self.layout)
+
+
+_DATASETS: dict[str, Dataset] = {}
+
+
+def register_dataset(dataset: Dataset) -> Dataset:
+    """Add a data set; a name is registered once (its defaults.yaml block gives shape and settings)."""
+    if dataset.name in _DATASETS:
+        raise ConfigError(f"data set '{dataset.name}' is already registered")
+    _DATASETS[dataset.name] = dataset
+    return dataset
+
+
+def unregister_dataset(name: str) -> None:
+    """Remove a registered data set (tests that register their own)."""
+    _DATASETS.pop(name, None)
+
+
+def dataset(name: str) -> Dataset:
+    try:
+        return _DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset '{name}' (known: {', '.join(_DATASETS)})") from None
+
+
+def dataset_names() -> tuple[str, ...]:
+    return tuple(_DATASETS)
+
+
+_PREP, _NET, _SRC = "attrrob.data.prepare:", "attrrob.models:", "attrrob.data.sources:"
+for _dataset in (
+    Dataset("mnist", "MNIST", _PREP + "prepare_idx", _NET + "mnist_cnn", _SRC + "MNIST_FILES"),
+    Dataset("fashion_mnist", "Fashion-MNIST", _PREP + "prepare_idx", _NET + "mnist_cnn", _SRC + "FASHION_MNIST_FILES"),
+    Dataset("gtsrb", "GTSRB", _PREP + "prepare_gtsrb", _NET + "gtsrb_resnet", _SRC + "GTSRB_FILES",
+            layout=_PREP + "GTSRB_LAYOUT"),
+    Dataset("flower", "Flower-17", _PREP + "prepare_flower", _NET + "flower_resnet", _SRC + "FLOWER_FILES",
+            layout=_PREP + "FLOWER_LAYOUT"),
+    Dataset("digits", "digits (8×8)", _PREP + "prepare_digits", _NET + "digits_cnn"),
+):
+    register_dataset(_dataset)
+
+DATASETS = dataset_names()  # the built-in data sets (the workflow schema's enum lists these)

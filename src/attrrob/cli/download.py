@@ -8,13 +8,13 @@ from ..errors import one_line_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..data.sources import DATASETS
+    from ..registry import dataset_names
 
     parser = argparse.ArgumentParser(
         prog="attrrob download",
         description="Fetch a data set's raw files from the official addresses (or copy them from a local "
                     "mirror folder) and verify their pinned checksums. Files that already verify are kept.")
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=dataset_names())
     parser.add_argument("--out", required=True, help="raw directory to fill, e.g. data/raw/mnist")
     parser.add_argument("--mirror", default=None,
                         help="local folder holding the raw files under their official names (no network used)")

@@ -8,13 +8,13 @@ from ..errors import one_line_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..data.sources import DATASETS
+    from ..registry import dataset_names
 
     parser = argparse.ArgumentParser(
         prog="attrrob prepare",
         description="Turn verified raw files into one compressed .npz (uint8 NCHW images, int64 labels) and a "
                     "JSON manifest beside it (hashes, counts, scale, differences from the paper's data).")
-    parser.add_argument("--dataset", required=True, choices=DATASETS)
+    parser.add_argument("--dataset", required=True, choices=dataset_names())
     parser.add_argument("--raw", required=True, help="raw directory filled by `attrrob download`")
     parser.add_argument("--out", required=True, help="output .npz, e.g. data/prepared/mnist.npz")
     parser.add_argument("--config", default=None, help="YAML config; its hyperparameters.<dataset>.prepare is used")

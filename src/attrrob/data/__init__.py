@@ -7,7 +7,8 @@ from .augment import augment_to_per_class, equalize_hist, transform_images
 from .fetch import download
 from .idx import read_idx
 from .prepare import prepare, split_per_class
-from .sources import DATASETS, RawFile, raw_files
+from ..registry import DATASETS
+from .sources import RawFile, raw_files
 from .store import load_manifest, load_prepared, manifest_path
 
 __all__ = [

@@ -13,11 +13,9 @@ import tarfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 
-from .. import __version__
+from .. import __version__, registry
 from ..config import dataset_input, prepare_settings
 from ..errors import ConfigError, DataError
 from . import sources
@@ -108,7 +106,7 @@ def stratified_test_counts(class_sizes: np.ndarray, fraction: float) -> np.ndarr
 
 # ---------------------------------------------------------------- MNIST and Fashion-MNIST
 
-def _prepare_idx_dataset(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
+def prepare_idx(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
     files = sources.raw_files(dataset)
     names = [spec.name for spec in files]
     records = _source_records(dataset, raw_dir, names, {spec.name: spec for spec in files}, verify_sources)
@@ -215,7 +213,7 @@ def _gtsrb_test(images_path: Path, gt_path: Path, layout: GtsrbLayout, resample)
     return np.stack(images), np.asarray(labels, dtype=np.int64)
 
 
-def _prepare_gtsrb(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
+def prepare_gtsrb(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
     from PIL import Image
 
     layout = GTSRB_LAYOUT
@@ -279,7 +277,7 @@ def _flower_images(path: Path, layout: FlowerLayout):
     return images, labels
 
 
-def _prepare_flower(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
+def prepare_flower(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
     layout = FLOWER_LAYOUT
     per_class = _int_setting(settings, dataset, "augment_per_class", 0)
     seed = _int_setting(settings, dataset, "seed", 0)
@@ -312,7 +310,7 @@ def _prepare_flower(dataset: str, raw_dir: Path, settings: dict, verify_sources:
 
 # ---------------------------------------------------------------- digits
 
-def _prepare_digits(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
+def prepare_digits(dataset: str, raw_dir: Path, settings: dict, verify_sources: bool):
     path = _require(dataset, raw_dir, sources.DIGITS_FILE)
     images, labels = read_npz_arrays(path, ("images", "labels"), what="raw digits file")
     content = digits_content_sha256(images, labels)
@@ -349,14 +347,6 @@ def _prepare_digits(dataset: str, raw_dir: Path, settings: dict, verify_sources:
     return arrays, records, 1.0 / 16.0, notes, ["not a data set of the paper: the offline quickstart"]
 
 
-_PREPARERS: dict[str, Callable] = {
-    "mnist": _prepare_idx_dataset,
-    "fashion_mnist": _prepare_idx_dataset,
-    "gtsrb": _prepare_gtsrb,
-    "flower": _prepare_flower,
-    "digits": _prepare_digits,
-}
-
 
 def prepare(dataset: str, raw_dir: str | Path, out_path: str | Path, *, settings: dict | None = None,
             verify_sources: bool = True) -> dict:
@@ -373,7 +363,8 @@ def prepare(dataset: str, raw_dir: str | Path, out_path: str | Path, *, settings
                         f"--out {raw_dir}` first")
     if Path(out_path).suffix != ".npz":
         raise DataError(f"output {out_path}: the prepared file must end in .npz")
-    arrays, records, scale, notes, differences = _PREPARERS[dataset](dataset, raw_dir, settings, verify_sources)
+    registered = registry.dataset(dataset)
+    arrays, records, scale, notes, differences = registered.preparer(dataset, raw_dir, settings, verify_sources)
     info = dataset_input(dataset)
     shape = (info["channels"], info["height"], info["width"])
     splits = [split for split in SPLITS if f"x_{split}" in arrays]
@@ -396,8 +387,6 @@ def prepare(dataset: str, raw_dir: str | Path, out_path: str | Path, *, settings
         "notes": notes,
         "differences_from_paper": differences,
     }
-    if dataset == "gtsrb":
-        manifest["layout"] = asdict(GTSRB_LAYOUT)
-    elif dataset == "flower":
-        manifest["layout"] = asdict(FLOWER_LAYOUT)
+    if registered.archive_layout is not None:
+        manifest["layout"] = asdict(registered.archive_layout)
     return write_prepared(out_path, arrays, manifest)

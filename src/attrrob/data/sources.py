@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..registry import DATASETS
+from .. import registry
 
 
 @dataclass(frozen=True)
@@ -90,21 +89,14 @@ DIGITS_FILE = "digits.npz"
 # SHA-256 of load_digits().images as uint8 bytes followed by .target as int64 bytes (1797 images).
 DIGITS_CONTENT_SHA256 = "65e5b4619795efb40c1082f4c350c049e4ad552200d369b6ae99e21eef5e72c5"
 
-RAW_FILES: dict[str, tuple[RawFile, ...]] = {
-    "mnist": MNIST_FILES,
-    "fashion_mnist": FASHION_MNIST_FILES,
-    "gtsrb": GTSRB_FILES,
-    "flower": FLOWER_FILES,
-}
 
 
 
 def check_dataset(dataset: str) -> None:
-    if dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset '{dataset}' (known: {', '.join(DATASETS)})")
+    registry.dataset(dataset)  # an unknown name is a ConfigError naming the known ones
 
 
 def raw_files(dataset: str) -> tuple[RawFile, ...]:
     """The pinned raw files of a downloadable data set (digits has none: it comes from scikit-learn)."""
     check_dataset(dataset)
-    return RAW_FILES.get(dataset, ())
+    return registry.dataset(dataset).pinned_files

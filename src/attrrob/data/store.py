@@ -101,7 +101,7 @@ def check_content(path: Path, split: str, x: np.ndarray, y: np.ndarray, manifest
     set's range, labels in [0, classes). A matching hash only says the file is the one the manifest
     describes, not that its content is sane; errors name the file and the first bad index."""
     from ..config import dataset_input
-    from ..registry import DATASETS
+    from ..registry import dataset_names
 
     dataset, hint = manifest.get("dataset"), _rerun_hint(manifest.get("dataset"))
     where = f"prepared file {path}"
@@ -117,7 +117,7 @@ def check_content(path: Path, split: str, x: np.ndarray, y: np.ndarray, manifest
     scale = manifest.get("scale")
     if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 < scale < float("inf"):
         raise DataError(f"{where}: its manifest's scale {str(scale)[:40]!r} is not a positive number; {hint}")
-    if dataset not in DATASETS:
+    if dataset not in dataset_names():
         raise DataError(f"{where}: its manifest names the unknown data set {str(dataset)[:40]!r}; {hint}")
     spec = dataset_input(dataset)
     expected = (spec["channels"], spec["height"], spec["width"])

@@ -15,7 +15,7 @@ fractions); formatting turns fractions into percentages for display.
 
 from importlib import resources as _resources
 
-from .load import (AUTOATTACK, DATASET_NAMES, EXAMPLE_ARRAYS, METRICS, MISSING, NO_PUBLISHED,
+from .load import (AUTOATTACK, EXAMPLE_ARRAYS, METRICS, MISSING, NO_PUBLISHED,
                    OPTIONAL_PER_EXAMPLE_COLUMNS, PER_EXAMPLE_COLUMNS, TRACE_ARRAYS, Metric, Published,
                    collect_per_example, dataset_name, load_accuracy, load_attack, load_examples,
                    load_per_example, load_trace, load_train_log, load_train_metrics, method_name, parse_list,

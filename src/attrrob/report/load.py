@@ -70,14 +70,13 @@ def spec(key: str) -> Metric | None:
 
 _METRIC_ALIASES = {**{m.field: m.key for m in METRICS.values()}, **{k: k for k in METRICS}}
 
-DATASET_NAMES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST", "gtsrb": "GTSRB",
-                 "flower": "Flower-17", "digits": "digits (8×8)"}
 _LOG_FIXED_COLUMNS = tuple(train_log_columns(()))
 _CI_FIELDS = ("mean", "ci_low", "ci_high", "n")
 
 
 def dataset_name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
+    """The data set's display name (registry), or its key for one this install does not know."""
+    return registry.dataset(dataset).display if dataset in registry.dataset_names() else dataset
 
 
 def method_name(method: str) -> str:
