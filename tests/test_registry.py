@@ -159,3 +159,44 @@ def test_a_registered_toy_data_set_prepares_and_trains_through_the_clis(bars, tm
     assert metrics["steps"] == 2 and (tmp_path / "run/model.pt").is_file()
     assert config.dataset_input(BARS)["height"] == 6 and dataset_name(BARS) == "Toy bars"
     assert BARS in config.datasets() and BARS not in registry.DATASETS
+
+
+# ---- an attack is one registered object too
+
+PEAK = "toy_peak"
+
+
+def peak_constant(model, x, y, map_original, settings, *, indices, seed, target, max_rows):
+    """Each original map's brightest pixel, as a one-hot mask."""
+    return torch.nn.functional.one_hot(map_original.argmax(1), map_original.shape[1]).to(map_original.dtype)
+
+
+def peak_loss(maps, mask, height, width):
+    """Mass on the original peak: the walk moves attribution away from it."""
+    return (maps * mask).sum(1)
+
+
+@pytest.fixture
+def peak():
+    attack = registry.register_attack(registry.Attack(PEAK, peak_constant, peak_loss))
+    yield attack
+    registry.unregister_attack(PEAK)
+
+
+def test_a_registered_toy_attack_runs_through_attrrob_evaluate(peak, tmp_path, digits_npz):
+    import json
+
+    from attrrob.cli import evaluate as evaluate_cli
+    from attrrob.cli import train as train_cli
+
+    train_cli.main(["--dataset", "digits", "--method", "natural", "--data", str(digits_npz), "--out",
+                    str(tmp_path / "run"), "--device", "cpu", "--steps", "20", "--no-progress"])
+    out = tmp_path / "run" / f"attack_{PEAK}"
+    evaluate_cli.main(["--model", str(tmp_path / "run/model.pt"), "--data", str(digits_npz), "--dataset", "digits",
+                       "--attack", PEAK, "--out", str(out), "--device", "cpu", "--num-examples", "8",
+                       "--set", "iterations=3", "--set", "ig_steps=4", "--no-progress"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["attack"] == PEAK and summary["settings"]["runs"] == summary["settings"]["restarts"]
+    assert summary["counts"]["n_attacked"] >= 1
+    assert 0.0 <= summary["metrics"]["topk_intersection"]["mean"] <= 1.0
+    assert config.runs_of(PEAK, {"restarts": 3, "zero_direction": "stay"}) == 1

@@ -30,7 +30,7 @@ from .settings_schema import (ALL, LIMITS, OPTION_LIMITS, SEED, SETTINGS_SCHEMA,
                               check_value)
 from .strict_yaml import Refused, strict_yaml_load
 
-ATTACKS = registry.ATTACKS
+ATTACKS = registry.ATTACKS  # the built-in attacks; registry.attack_names() has every registered one
 # hyperparameters.<dataset>.attack_variants.<name>: {attack: <registry attack>, <attack settings>}: one
 # attack at other settings, evaluated under its own name (results/.../attack_<name>/), so one config can
 # hold, e.g., the paper's top-k attack and one with a smaller k side by side.
@@ -169,12 +169,12 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
         if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
             raise ConfigError(f"{here}: a variant name is lower-case letters, digits and _ (≤ 40, a letter "
                               "first); it names the results folder attack_<name>")
-        if name in ATTACKS:
+        if name in registry.attack_names():
             raise ConfigError(f"{here}: '{name}' is an attack's own name; give the variant another name")
         if not isinstance(body, Mapping) or "attack" not in body:
-            raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(ATTACKS)}>' and attack settings")
-        if body["attack"] not in ATTACKS:
-            raise ConfigError(f"{here}.attack: unknown attack {short(body['attack'])} (known: {', '.join(ATTACKS)})")
+            raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(registry.attack_names())}>' and attack settings")
+        if body["attack"] not in registry.attack_names():
+            raise ConfigError(f"{here}.attack: unknown attack {short(body['attack'])} (known: {', '.join(registry.attack_names())})")
         for key, value in body.items():
             if key == "attack":
                 continue
@@ -202,12 +202,12 @@ def attack_variants(dataset: str, config_path: str | Path | None = None) -> dict
 
 def resolve_attack(dataset: str, name: str, config_path: str | Path | None = None) -> tuple[str, dict]:
     """(the attack to run, the variant's own settings) for an attack name or a variant name."""
-    if name in ATTACKS:
+    if name in registry.attack_names():
         return name, {}
     variants = attack_variants(dataset, config_path)
     if name not in variants:
         where = f" or a variant of {dataset} in {config_path}" if config_path is not None else ""
-        known = ", ".join([*ATTACKS, *variants])
+        known = ", ".join([*registry.attack_names(), *variants])
         raise ConfigError(f"unknown attack '{name}': expected an attack{where} "
                           f"(hyperparameters.{dataset}.{VARIANTS}); known: {known}")
     settings = dict(variants[name])
@@ -389,12 +389,13 @@ def runs_of(attack: str, settings: Mapping) -> int:
     zero direction takes seeded random-sign steps. With `zero_direction: stay` those are
     deterministic, every run would repeat the first, so they run once. The noise control is one
     draw, no search: one run."""
-    if attack == "noise":
+    spec = registry.attack(attack)
+    if spec.runs is None:
         return 1
-    key = "random_restarts" if attack == "random" else "restarts"
+    key = spec.runs
     if key not in settings:
         raise ConfigError(f"attack settings lack '{key}' (the {attack} attack's number of runs)")
-    if attack != "random" and settings.get("zero_direction") == "stay":
+    if not spec.stochastic and settings.get("zero_direction") == "stay":
         return 1
     return max(1, int(settings[key]))
 

@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import metrics
-from .attacks import noise as noise_attack
+from . import metrics, registry
 from .attacks import saliency as saliency_attacks
 from .attacks.pgd import pgd
 from .ig import integrated_gradients, logit_fn, rows_per_call, saliency_map
@@ -313,12 +312,11 @@ def evaluate_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: 
     check_inputs(x, y, dataset)
     lo, hi, integral = _value_range(dataset)
     _, _, height, width = x.shape
-    if attack == "noise":
-        settings = noise_attack.effective_settings(settings)
+    settings = registry.attack(attack).settings_run(settings)
     wanted_batch = int(batch_images if batch_images is not None else settings["batch_images"])
     if wanted_batch < 1:
         raise AttrrobError(f"batch_images must be ≥ 1, got {wanted_batch}")
-    if target is not None and attack != "targeted":
+    if target is not None and not registry.attack(attack).takes_target:
         raise AttrrobError("a target mask is only used by the targeted attack; drop it or use --attack targeted")
 
     start_time = time.perf_counter()

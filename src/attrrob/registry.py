@@ -13,8 +13,10 @@ the workflow (which lists and checks names when it parses the Snakefile) does no
 A data set is one registered `Dataset`: its raw files, its preparer, its network and its display
 name; its input shape and default settings are its block in defaults.yaml (or its `defaults`).
 
-Attacks and the workflow's top-level keys are still name lists here, checked against their other
-spellings by tests/test_config.py.
+An attribution attack is one registered `Attack`: how it builds each image's map loss (or none),
+how many runs it takes and whether it is random, or a whole-batch implementation (the noise
+control). The workflow's top-level keys are a name list here, checked against the workflow
+schema by tests/test_config.py.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any, Callable, Mapping
 
 from .errors import ConfigError
 
-ATTACKS = ("topk", "random", "mass_center", "targeted", "noise")  # noise: the control, attacks/noise.py
 
 # Top-level keys of a workflow config file (workflow/schemas/config.schema.yaml `properties:`).
 # A CLI `--config` file is a workflow config file: it reads `hyperparameters:` and refuses any
@@ -202,3 +203,80 @@ for _dataset in (
     register_dataset(_dataset)
 
 DATASETS = dataset_names()  # the built-in data sets (the workflow schema's enum lists these)
+
+
+@dataclass(frozen=True)
+class Attack:
+    """An attribution attack (method.md, "Attacks"). The walk decreases `map_loss(maps, constant,
+    height, width)` (per image), whose per-image constant (a mask, a centre) `objective(model, x,
+    y, map_original, settings, *, indices, seed, target, max_rows)` builds; both None: no
+    gradient, a random walk. `stochastic`: fresh randomness every step (no early stop, every run
+    walks again). `runs`: the setting that counts its runs (None: one run). `batch`: a whole-batch
+    implementation instead of the walk (the noise control); `effective_settings(settings)`: the
+    settings it really runs (and records). `takes_target`: a target mask may be given.
+    Callables may be "module:attribute" strings, imported on first use."""
+
+    name: str
+    objective: Loss | str | None = None
+    map_loss: Loss | str | None = None
+    stochastic: bool = False
+    runs: str | None = "restarts"
+    batch: Loss | str | None = None
+    effective_settings: Loss | str | None = None
+    takes_target: bool = False
+
+    @property
+    def objective_fn(self) -> Loss | None:
+        return _resolve(self.objective)
+
+    @property
+    def map_loss_fn(self) -> Loss | None:
+        return _resolve(self.map_loss)
+
+    @property
+    def batch_fn(self) -> Loss | None:
+        return _resolve(self.batch)
+
+    def settings_run(self, settings: dict) -> dict:
+        """The settings the attack runs with (its `effective_settings`, else as given)."""
+        hook = _resolve(self.effective_settings)
+        return hook(settings) if hook is not None else settings
+
+
+_ATTACKS: dict[str, Attack] = {}
+
+
+def register_attack(attack: Attack) -> Attack:
+    if attack.name in _ATTACKS:
+        raise ConfigError(f"attack '{attack.name}' is already registered")
+    _ATTACKS[attack.name] = attack
+    return attack
+
+
+def unregister_attack(name: str) -> None:
+    _ATTACKS.pop(name, None)
+
+
+def attack(name: str) -> Attack:
+    try:
+        return _ATTACKS[name]
+    except KeyError:
+        raise ConfigError(f"unknown attack '{name}' (known: {', '.join(_ATTACKS)})") from None
+
+
+def attack_names() -> tuple[str, ...]:
+    return tuple(_ATTACKS)
+
+
+_SAL, _NOISE = "attrrob.attacks.saliency:", "attrrob.attacks.noise:"
+for _attack in (
+    Attack("topk", _SAL + "topk_constant", _SAL + "mass_off_mask_loss"),
+    Attack("random", stochastic=True, runs="random_restarts"),
+    Attack("mass_center", _SAL + "mass_center_constant", _SAL + "centre_shift_loss"),
+    Attack("targeted", _SAL + "target_constant", _SAL + "mass_on_mask_loss", takes_target=True),
+    # The same-ε random-sign control (one IG map per image, no search): what an attack adds over noise.
+    Attack("noise", runs=None, batch=_NOISE + "noise_batch", effective_settings=_NOISE + "effective_settings"),
+):
+    register_attack(_attack)
+
+ATTACKS = attack_names()  # the built-in attacks (the workflow schema's enum lists these)

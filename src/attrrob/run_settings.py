@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from . import config
+from . import config, registry
 from .errors import ConfigError
 from .outputs import write_text
 
@@ -71,10 +71,8 @@ def attack(dataset: str, name: str, hyperparameters: Mapping | None, num_example
     base, _ = config.resolve_attack(dataset, name, source)
     overrides = {"num_examples": num_examples} if num_examples is not None else None
     settings = config.attack_settings(dataset, source, overrides, variant=name)
-    if base == "noise":  # the settings it runs (and records): a search budget it ignores reruns nothing
-        from .attacks.noise import effective_settings
-
-        settings = effective_settings(settings)
+    # The settings it runs (and records): a search budget the noise control ignores reruns nothing.
+    settings = registry.attack(base).settings_run(settings)
     return {"dataset": dataset, "attack": base, **settings}
 
 
@@ -112,8 +110,8 @@ def load(path: str | Path, kind: str) -> dict:
         elif kind == ACCURACY:
             again = {"dataset": saved["dataset"], **config.accuracy_settings(saved["dataset"], None, rest)}
         else:
-            if saved.get("attack") not in config.ATTACKS:
-                raise ConfigError(f"attack: expected one of {', '.join(config.ATTACKS)}, got {saved.get('attack')!r}")
+            if saved.get("attack") not in registry.attack_names():
+                raise ConfigError(f"attack: expected one of {', '.join(registry.attack_names())}, got {saved.get('attack')!r}")
             again = {"dataset": saved["dataset"], "attack": saved["attack"],
                      **config.attack_settings(saved["dataset"], None, rest)}
             if "runs" in saved:

@@ -49,8 +49,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import metrics
-from ..config import ATTACKS, ZERO_DIRECTION_MODES, runs_of
+from .. import metrics, registry
+from ..config import ZERO_DIRECTION_MODES, runs_of
 from ..errors import ConfigError
 from ..ig import integrated_gradients, logit_fn, saliency_map
 from ..models import scale_invariant_images
@@ -103,17 +103,49 @@ class SaliencyObjective:
         return SaliencyObjective(self.attack, self.constant[rows], self.height, self.width)
 
     def __call__(self, maps: torch.Tensor) -> torch.Tensor:
-        if self.attack == "topk":
-            # −(mass off the mask) = (mass on the mask) − H·W: the same gradient in exact
-            # arithmetic, but this form is *exactly* zero when the mask covers the map's support
-            # (pixels off the support contribute exact zeros), so that case is detected instead
-            # of stepping along the rounding noise that the mass-on-mask form leaves there
-            # (tests/test_attacks_saliency.py shows both).
-            return -(maps * (1.0 - self.constant)).sum(1)
-        if self.attack == "targeted":
-            return -(maps * self.constant).sum(1)
-        shift = metrics.mass_center(maps, self.height, self.width) - self.constant
-        return -(shift * shift).sum(1)
+        return registry.attack(self.attack).map_loss_fn(maps, self.constant, self.height, self.width)
+
+
+# ---- the map losses and their per-image constants of the built-in gradient attacks (registry)
+
+def mass_off_mask_loss(maps: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """topk: −(mass off the mask) = (mass on the mask) − H·W: the same gradient in exact
+    arithmetic, but this form is *exactly* zero when the mask covers the map's support (pixels
+    off the support contribute exact zeros), so that case is detected instead of stepping along
+    the rounding noise that the mass-on-mask form leaves there (tests/test_attacks_saliency.py
+    shows both)."""
+    return -(maps * (1.0 - mask)).sum(1)
+
+
+def mass_on_mask_loss(maps: torch.Tensor, mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """targeted: −(mass on the target mask)."""
+    return -(maps * mask).sum(1)
+
+
+def centre_shift_loss(maps: torch.Tensor, centre: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """mass_center: −‖C(map) − C₀‖² (the walk moves the centre away from C₀)."""
+    shift = metrics.mass_center(maps, height, width) - centre
+    return -(shift * shift).sum(1)
+
+
+def topk_constant(model, x, y, map_original, settings, *, indices, seed, target, max_rows):
+    """The top-k mask of each original map (ties broken by the image's own generator)."""
+    return metrics.topk_mask(map_original, int(settings["k_attack"]), attack_mask_generators(seed, indices))
+
+
+def mass_center_constant(model, x, y, map_original, settings, *, indices, seed, target, max_rows):
+    """RAR: the reference point is the surrogate's own centre at x, cast to int (truncation)."""
+    _, _, height, width = x.shape
+    centre = metrics.mass_center(surrogate_saliency(model, x, y, int(settings["ig_steps"]), max_rows), height, width)
+    return torch.trunc(centre)
+
+
+def target_constant(model, x, y, map_original, settings, *, indices, seed, target, max_rows):
+    """The given target mask, or the default per-image random square."""
+    _, _, height, width = x.shape
+    if target is None:
+        target = default_target_masks(indices, height, width, int(settings["k_attack"]), seed)
+    return target.to(device=x.device, dtype=x.dtype)
 
 
 def image_generator(seed: int, index: int, stream: int) -> torch.Generator:
@@ -221,21 +253,14 @@ def attack_mask_generators(seed: int, indices: Sequence[int]) -> list[torch.Gene
 def attack_objective(attack: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, map_original: torch.Tensor,
                      settings: dict, *, indices: Sequence[int], seed: int, target: torch.Tensor | None,
                      max_rows: int | None = None) -> SaliencyObjective | None:
-    """The loss a gradient attack decreases, with its per-image constant; None for `random`."""
+    """The loss a gradient attack decreases, with its per-image constant; None for a random walk."""
     _, _, height, width = x.shape
-    if attack == "topk":
-        mask = metrics.topk_mask(map_original, int(settings["k_attack"]), attack_mask_generators(seed, indices))
-        return SaliencyObjective(attack, mask, height, width)
-    if attack == "mass_center":
-        # RAR: the reference point is the surrogate's own centre at x, cast to int (truncation).
-        centre = metrics.mass_center(surrogate_saliency(model, x, y, int(settings["ig_steps"]), max_rows),
-                                     height, width)
-        return SaliencyObjective(attack, torch.trunc(centre), height, width)
-    if attack == "targeted":
-        if target is None:
-            target = default_target_masks(indices, height, width, int(settings["k_attack"]), seed)
-        return SaliencyObjective(attack, target.to(device=x.device, dtype=x.dtype), height, width)
-    return None
+    build = registry.attack(attack).objective_fn
+    if build is None:
+        return None
+    constant = build(model, x, y, map_original, settings, indices=indices, seed=seed, target=target,
+                     max_rows=max_rows)
+    return SaliencyObjective(attack, constant, height, width)
 
 
 @contextlib.contextmanager
@@ -288,8 +313,7 @@ def prepare_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: 
                    settings: dict, *, lo: float, hi: float, integral: bool, seed: int = 0,
                    target: torch.Tensor | None = None, max_rows: int | None = None) -> AttackProblem:
     """Check the settings, compute the original maps and the objective."""
-    if attack not in ATTACKS:
-        raise ConfigError(f"unknown attack '{attack}' (known: {', '.join(ATTACKS)})")
+    registry.attack(attack)  # an unknown name is a ConfigError naming the known ones
     zero_mode = settings["zero_direction"]
     if zero_mode not in ZERO_DIRECTION_MODES:
         raise ConfigError(f"attack.zero_direction: expected one of {', '.join(ZERO_DIRECTION_MODES)}, got {zero_mode!r}")
@@ -352,7 +376,7 @@ def walk_finished(moved: torch.Tensor, zero: torch.Tensor, attack: str, zero_mod
     """The early stop: an iterate that did not move was already scored, and a deterministic
     direction at an unmoved iterate repeats forever, so that image's walk is over. Not so for the
     random attack (fresh noise every step) or a random-sign step that happened to move nothing."""
-    if attack == "random":
+    if registry.attack(attack).stochastic:
         return torch.zeros_like(moved)
     if zero_mode == "random_sign":
         return ~moved & ~zero
@@ -496,10 +520,9 @@ def attack_batch(model: nn.Module, x: torch.Tensor, y: torch.Tensor, indices: Se
     the targeted attack's mask (default `default_target_masks`). `max_rows` bounds the path rows
     per IG call (memory).
     """
-    if attack == "noise":  # the same-ε noise control: one random sign step, no walk
-        from .noise import noise_batch
-
-        return noise_batch(model, x, y, indices, settings, lo=lo, hi=hi, integral=integral, seed=seed,
+    whole_batch = registry.attack(attack).batch_fn
+    if whole_batch is not None:  # no walk (the noise control: one random sign step)
+        return whole_batch(model, x, y, indices, settings, lo=lo, hi=hi, integral=integral, seed=seed,
                            max_rows=max_rows)
     with input_gradients_only(model):
         problem = prepare_attack(model, x, y, indices, attack, settings, lo=lo, hi=hi, integral=integral,
@@ -519,7 +542,7 @@ def rows_whose_runs_differ(problem: AttackProblem, first: WalkRun) -> torch.Tens
     gradient attacks those whose walk took a random-sign step at a zero direction. Any other
     image's walk is a function of its image alone, so every run would repeat run 0 (and
     `combine_runs` keeps the earliest of equals): it is not walked again."""
-    if problem.attack == "random":
+    if registry.attack(problem.attack).stochastic:
         return torch.arange(len(problem.indices), device=problem.x.device)
     if problem.zero_direction != "random_sign":
         return torch.zeros(0, dtype=torch.long, device=problem.x.device)

@@ -194,9 +194,9 @@ def fill_readme(readme: Path, table: str) -> None:
 
 
 def _attack_name(text: str) -> str:
-    if text in attrrob_config.ATTACKS or attrrob_config.VARIANT_NAME.fullmatch(text):
+    if text in registry.attack_names() or attrrob_config.VARIANT_NAME.fullmatch(text):
         return text
-    raise argparse.ArgumentTypeError(f"{text!r} is neither an attack ({', '.join(attrrob_config.ATTACKS)}) nor a "
+    raise argparse.ArgumentTypeError(f"{text!r} is neither an attack ({', '.join(registry.attack_names())}) nor a "
                                      "variant name (lower-case letters, digits and _)")
 
 

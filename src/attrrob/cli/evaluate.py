@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import config
+from .. import config, registry
 from ..errors import AttrrobError, one_line_errors
 from ..run_settings import MODEL
 from .common import (add_run_options, add_settings_options, check_options, ci_text, held_device, load_split,
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, required=True, help="prepared data file, data/prepared/<dataset>.npz")
     p.add_argument("--dataset", required=True, choices=config.datasets())
     p.add_argument("--attack", required=True, metavar="NAME",
-                   help=f"{', '.join(config.ATTACKS)}, or the name of an attack variant of the --config file "
+                   help=f"{', '.join(registry.attack_names())}, or the name of an attack variant of the --config file "
                         f"(hyperparameters.<dataset>.{config.VARIANTS}.<name>: an attack at other settings)")
     p.add_argument("--out", type=Path, required=True, help="output directory")
     add_settings_options(p, "attack", "zero_direction=stay")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
         attack = settings.pop("attack")
         del settings["dataset"]
         bound = settings.pop(MODEL, None)  # the digest of the evaluated model's settings, checked below
-        if args.attack in config.ATTACKS and args.attack != attack:
+        if args.attack in registry.attack_names() and args.attack != attack:
             raise AttrrobError(f"--attack {args.attack} disagrees with --settings {args.settings} (attack: {attack})")
         if args.num_examples is not None:
             raise AttrrobError("--settings holds num_examples; drop --num-examples")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise AttrrobError(f"--save-examples must be ≥ 0, got {args.save_examples}")
     check_options(seed=args.seed, save_examples=args.save_examples, batch_images=args.batch_images,
                   memory_budget_gb=args.memory_budget_gb)
-    if args.target is not None and attack != "targeted":
+    if args.target is not None and not registry.attack(attack).takes_target:
         raise AttrrobError("--target is only used by the targeted attack; drop it or use --attack targeted")
     log = start_run(args, "evaluate")
 
