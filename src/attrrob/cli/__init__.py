@@ -8,7 +8,7 @@ import sys
 VERBS = {
     "download": ("attrrob.cli.download", "fetch raw data files (official URLs or a local mirror), verified"),
     "prepare": ("attrrob.cli.prepare", "turn raw files into one compressed array file + JSON manifest"),
-    "train": ("attrrob.cli.train", "train a model with one of the seven objectives (resumable)"),
+    "train": ("attrrob.cli.train", "train a model with a registered training method (resumable)"),
     "evaluate-accuracy": ("attrrob.cli.evaluate_accuracy", "natural and PGD adversarial accuracy"),
     "evaluate": ("attrrob.cli.evaluate", "attribution attack (topk, random, mass_center, targeted, noise)"),
     "select": ("attrrob.selection", "choose a sweep's value from its validation results (never test)"),

@@ -10,7 +10,7 @@ from ..errors import AttrrobError, one_line_errors
 from .common import (add_run_options, add_settings_options, held_device, load_split, locked_dirs, overrides_from,
                      settings_file, start_run)
 
-DESCRIPTION = """Train a model with one of the seven objectives. Writes OUT/model.pt, OUT/train_log.csv and
+DESCRIPTION = """Train a model with a registered training method (attrrob.registry). Writes OUT/model.pt, OUT/train_log.csv and
 OUT/train_metrics.json (atomically). Checkpoints go to --checkpoint-dir (default: a hidden
 directory beside OUT, .checkpoints-<OUT name>); a rerun resumes from the latest checkpoint."""
 
