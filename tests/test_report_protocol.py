@@ -80,3 +80,17 @@ def test_verdict_for_a_gain_inside_the_claim_and_none_without_a_claim(tmp_path):
     assert "Verdict, GTSRB" in verdict and "consistent with the claim" in verdict
     assert "digits" not in verdict.lower()  # the paper claims nothing about digits
     assert protocol.claim_verdict(delta.iloc[0:0]) == ""
+
+
+def test_a_method_without_results_shows_no_published_value_beside_another_protocol(mnist):
+    """mnist at ε 0.1 (protocol 0.3): the published numbers of a method not yet run would stand
+    alone on the forest plot as if comparable; they are left out, as beside the other rows."""
+    from attrrob import report
+
+    table = report.collect_table(mnist, ["mnist"], ["ig_sum_norm", "natural", "madry"], "topk")
+    assert all(table["protocol_differs"].iloc[:1].str.contains("ε 0.1 \\(protocol 0.3\\)"))
+    assert table[[c for c in table.columns if c.endswith("_published")]].isna().all().all()
+    assert "no published value applies" in report.forest_caption(table)
+    # With nothing of the data set run, its published values stay (nothing to compare them with yet).
+    fresh = report.collect_table(mnist / "nothing_yet", ["mnist"], ["ig_sum_norm", "natural"], "topk")
+    assert fresh[[c for c in fresh.columns if c.endswith("_published")]].notna().any().any()

@@ -82,7 +82,21 @@ def collect_table(results_dir: PathLike, datasets: Iterable[str], methods: Itera
             row["eps_accuracy"] = _eps((accuracy or {}).get("settings"))
             row["eps_attack"] = _eps((attacked or {}).get("settings"))
             rows.append(row)
+    _no_published_beside_other_protocols(rows)
     return pd.DataFrame(rows, columns=_table_columns())
+
+
+def _no_published_beside_other_protocols(rows: list[dict]) -> None:
+    """A method without results of its own takes the protocol of its data set's other rows: where
+    those differ from the paper's (e.g. ε 0.1 against 0.3), a published value would stand on the
+    plot beside results it cannot be compared with, so it is left out there too."""
+    differs = {row["dataset"] for row in rows if row["protocol_differs"]}
+    for row in rows:
+        if row["dataset"] in differs and not (row["accuracy_found"] and row["attack_found"]):
+            for metric in (*METRICS.values(), AUTOATTACK):
+                if metric.published:
+                    row[f"{metric.key}_published"], row[f"{metric.key}_published_text"] = math.nan, ""
+            row["source"] = ""
 
 
 def _number(value: Any) -> float:
