@@ -169,12 +169,13 @@ def _check_variants(variants: Any, dataset: str, where: str) -> None:
         if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
             raise ConfigError(f"{here}: a variant name is lower-case letters, digits and _ (≤ 40, a letter "
                               "first); it names the results folder attack_<name>")
-        if name in registry.attack_names():
+        attacks = registry.attack_names()
+        if name in attacks:
             raise ConfigError(f"{here}: '{name}' is an attack's own name; give the variant another name")
         if not isinstance(body, Mapping) or "attack" not in body:
-            raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(registry.attack_names())}>' and attack settings")
-        if body["attack"] not in registry.attack_names():
-            raise ConfigError(f"{here}.attack: unknown attack {short(body['attack'])} (known: {', '.join(registry.attack_names())})")
+            raise ConfigError(f"{here}: expected a mapping with 'attack: <{'|'.join(attacks)}>' and attack settings")
+        if body["attack"] not in attacks:
+            raise ConfigError(f"{here}.attack: unknown attack {short(body['attack'])} (known: {', '.join(attacks)})")
         for key, value in body.items():
             if key == "attack":
                 continue
