@@ -1,5 +1,5 @@
-"""What the project knows: training methods and data sets (registered implementations), attacks,
-workflow config keys.
+"""What the project knows: training methods, data sets and attribution attacks (registered
+implementations, one object each), and the workflow's config keys.
 
 A training method is one registered `Method`: its objective (the inner PGD loss that finds x′ and
 the outer loss over θ), the loss terms it logs, the settings key of its regulariser weight, its
@@ -7,8 +7,8 @@ display name and colour in the reports, and settings of its own. Everything that
 (config validation, the CLIs' choices, the reports' names, colours and weights) asks this
 registry; a new method is its implementation plus one `register(Method(...))` call.
 
-The built-in objectives are referred to as "module:attribute" and imported on first use, so that
-the workflow (which lists and checks names when it parses the Snakefile) does not import torch.
+The built-ins refer to their code as "module:attribute", imported on first use, so that the
+workflow (which lists and checks names when it parses the Snakefile) does not import torch.
 
 A data set is one registered `Dataset`: its raw files, its preparer, its network and its display
 name; its input shape and default settings are its block in defaults.yaml (or its `defaults`).
