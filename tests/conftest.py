@@ -48,3 +48,14 @@ def workflow_copy(tmp_path_factory):
     from test_workflow import copy_workflow
 
     return copy_workflow(tmp_path_factory.mktemp("wf"))
+
+
+@pytest.fixture(scope="module")
+def digits_npz(tmp_path_factory):
+    """The prepared offline digits (scikit-learn's), once per test module."""
+    from attrrob import data
+
+    root = tmp_path_factory.mktemp("digits")
+    data.download("digits", root / "raw")
+    data.prepare("digits", root / "raw", root / "digits.npz")
+    return root / "digits.npz"

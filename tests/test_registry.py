@@ -32,16 +32,6 @@ def toy():
     registry.unregister(TOY)
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    from attrrob import data
-
-    root = tmp_path_factory.mktemp("digits")
-    data.download("digits", root / "raw")
-    data.prepare("digits", root / "raw", root / "digits.npz")
-    return root / "digits.npz"
-
-
 def test_a_registered_toy_method_trains_through_the_cli(toy, tmp_path, digits_npz):
     from attrrob.cli import train as cli
 

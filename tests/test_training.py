@@ -172,16 +172,6 @@ def test_default_checkpoint_dir_is_beside_the_outputs(tmp_path):
         (tmp_path / "results" / ".checkpoints-sarkar").resolve()
 
 
-@pytest.fixture(scope="module")
-def digits_npz(tmp_path_factory):
-    from attrrob import data
-
-    root = tmp_path_factory.mktemp("digits")
-    data.download("digits", root / "raw")
-    data.prepare("digits", root / "raw", root / "digits.npz")
-    return root / "digits.npz"
-
-
 def test_cli_trains_resumes_and_honours_overrides(tmp_path, digits_npz, capsys):
     from attrrob.cli import train as cli
 

@@ -47,6 +47,31 @@ def _resolve(target: Loss | str | None) -> Loss | None:
     return getattr(importlib.import_module(module), attribute)
 
 
+class _Registry:
+    """Registered implementations of one kind, by name, in registration order."""
+
+    def __init__(self, kind: str, unknown: str):
+        self.kind, self.unknown, self.items = kind, unknown, {}
+
+    def add(self, item: Any) -> Any:
+        if item.name in self.items:
+            raise ConfigError(f"{self.kind} '{item.name}' is already registered")
+        self.items[item.name] = item
+        return item
+
+    def remove(self, name: str) -> None:
+        self.items.pop(name, None)
+
+    def get(self, name: str) -> Any:
+        try:
+            return self.items[name]
+        except KeyError:
+            raise ConfigError(f"unknown {self.unknown} '{name}' (known: {', '.join(self.items)})") from None
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.items)
+
+
 @dataclass(frozen=True)
 class Method:
     """A training method. `inner(model, x, y, settings)` gives the loss PGD maximises over x′ (None:
@@ -76,32 +101,26 @@ class Method:
         return None if self.weight is None else WEIGHT_SYMBOLS.get(self.weight, self.weight)
 
 
-_METHODS: dict[str, Method] = {}
+_METHODS = _Registry("method", "method")
 
 
 def register(method: Method) -> Method:
     """Add a training method; a name is registered once."""
-    if method.name in _METHODS:
-        raise ConfigError(f"method '{method.name}' is already registered")
-    _METHODS[method.name] = method
-    return method
+    return _METHODS.add(method)
 
 
 def unregister(name: str) -> None:
     """Remove a registered method (tests that register their own)."""
-    _METHODS.pop(name, None)
+    _METHODS.remove(name)
 
 
 def method(name: str) -> Method:
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown method '{name}' (known: {', '.join(_METHODS)})") from None
+    return _METHODS.get(name)
 
 
 def method_names() -> tuple[str, ...]:
     """Every registered method, the built-ins first in registration order."""
-    return tuple(_METHODS)
+    return _METHODS.names()
 
 
 # ---- the built-in methods (method.md's table; objectives in attrrob.objectives)
@@ -163,31 +182,25 @@ class Dataset:
         return _resolve(self.layout)
 
 
-_DATASETS: dict[str, Dataset] = {}
+_DATASETS = _Registry("data set", "dataset")
 
 
 def register_dataset(dataset: Dataset) -> Dataset:
     """Add a data set; a name is registered once (its defaults.yaml block gives shape and settings)."""
-    if dataset.name in _DATASETS:
-        raise ConfigError(f"data set '{dataset.name}' is already registered")
-    _DATASETS[dataset.name] = dataset
-    return dataset
+    return _DATASETS.add(dataset)
 
 
 def unregister_dataset(name: str) -> None:
     """Remove a registered data set (tests that register their own)."""
-    _DATASETS.pop(name, None)
+    _DATASETS.remove(name)
 
 
 def dataset(name: str) -> Dataset:
-    try:
-        return _DATASETS[name]
-    except KeyError:
-        raise ConfigError(f"unknown dataset '{name}' (known: {', '.join(_DATASETS)})") from None
+    return _DATASETS.get(name)
 
 
 def dataset_names() -> tuple[str, ...]:
-    return tuple(_DATASETS)
+    return _DATASETS.names()
 
 
 _PREP, _NET, _SRC = "attrrob.data.prepare:", "attrrob.models:", "attrrob.data.sources:"
@@ -243,29 +256,23 @@ class Attack:
         return hook(settings) if hook is not None else settings
 
 
-_ATTACKS: dict[str, Attack] = {}
+_ATTACKS = _Registry("attack", "attack")
 
 
 def register_attack(attack: Attack) -> Attack:
-    if attack.name in _ATTACKS:
-        raise ConfigError(f"attack '{attack.name}' is already registered")
-    _ATTACKS[attack.name] = attack
-    return attack
+    return _ATTACKS.add(attack)
 
 
 def unregister_attack(name: str) -> None:
-    _ATTACKS.pop(name, None)
+    _ATTACKS.remove(name)
 
 
 def attack(name: str) -> Attack:
-    try:
-        return _ATTACKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown attack '{name}' (known: {', '.join(_ATTACKS)})") from None
+    return _ATTACKS.get(name)
 
 
 def attack_names() -> tuple[str, ...]:
-    return tuple(_ATTACKS)
+    return _ATTACKS.names()
 
 
 _SAL, _NOISE = "attrrob.attacks.saliency:", "attrrob.attacks.noise:"
