@@ -59,8 +59,17 @@ def test_a_sweep_gives_one_run_per_value_a_validation_choice_and_a_sensitivity_p
     eligible = [v for v in VALUES if found[v][1] >= best_na - 0.5 and found[v][0] == found[v][0]]
     expected = max(eligible, key=lambda v: (found[v][0], -VALUES.index(v)))
     assert chosen["chosen"]["label"] == f"lam~{expected}"
-    main = json.loads((work / "results/seed~0/digits/sarkar/train_metrics.json").read_text())["settings"]
-    assert main["lam"] == expected
+    main_metrics = json.loads((work / "results/seed~0/digits/sarkar/train_metrics.json").read_text())
+    assert main_metrics["settings"]["lam"] == expected
+    # The main seed-0 run at the chosen value has that sweep point's training settings and seed, so
+    # it takes the point's finished checkpoint instead of training again: the same weights, no step.
+    assert main_metrics["resumed_from_step"] == 60 and main_metrics["steps_this_run"] == 0
+    import torch
+
+    weights = [torch.load(folder / "model.pt", map_location="cpu", weights_only=True)["model"]
+               for folder in (work / "results/seed~0/digits/sarkar", runs[expected])]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(value, weights[1][key]) for key, value in weights[0].items())
 
     # No test-split file is needed: with every test evaluation of the sweep removed, `attrrob select`
     # chooses the same.
