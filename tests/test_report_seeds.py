@@ -122,3 +122,31 @@ def test_intervals_over_seeds_stay_within_the_metrics_range():
     assert _t_interval(taus)[0] < -1.0 < _t_interval(taus)[1] < 1.0
     tau = mean_ci(taus, bounds=METRICS["CO"].bounds)
     assert tau["ci_low"] == -1.0 and tau["ci_high"] == pytest.approx(_t_interval(taus)[1])
+
+
+def test_counts_sum_over_the_seeds_that_have_results(tmp_path):
+    """A study in progress: ig_sum_norm has 3 seeds, sarkar only seed 0. Sarkar's "attacked /
+    evaluated" is seed 0's own counts (read from its per-example file), not "?"."""
+    from attrrob.report import seeds
+
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        _write_method(root / f"seed~{seed}", "mnist", "ig_sum_norm", seed=10 * seed)
+    _write_method(root / "seed~0", "mnist", "sarkar", seed=1)
+    across, _ = seeds.table(root, [0, 1, 2], ["mnist"], ["ig_sum_norm", "sarkar"])
+    rows = {row["method"]: row for _, row in across.iterrows()}
+
+    def counted(tree, method):
+        frame = pd.read_csv(tree / "mnist" / method / "attack_topk" / "per_example.csv")
+        return len(frame), int((frame["status"] == "attacked").sum())
+
+    assert (rows["sarkar"]["n_total"], rows["sarkar"]["n_attacked"]) == counted(root / "seed~0", "sarkar")
+    totals = [counted(root / f"seed~{s}", "ig_sum_norm") for s in (0, 1, 2)]
+    assert (rows["ig_sum_norm"]["n_total"], rows["ig_sum_norm"]["n_attacked"]) == tuple(map(sum, zip(*totals)))
+    collect_results.main(["--results-dir", str(root), "--datasets", "mnist", "--methods", "ig_sum_norm", "sarkar",
+                          "--seeds", "0", "1", "2", "--table", str(tmp_path / "t.md"),
+                          "--metrics", str(tmp_path / "m.json")])
+    row = next(line for line in (tmp_path / "t.md").read_text().splitlines()
+               if line.startswith("| MNIST | Sarkar"))
+    total, attacked = counted(root / "seed~0", "sarkar")
+    assert f"| {attacked} / {total} |" in row

@@ -92,10 +92,11 @@ def table(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], 
         stats = [mean_ci(row, bounds=metric.bounds) for row in stacked]
         for field in ("mean", "ci_low", "ci_high"):
             first[f"{metric.key}_{field}"] = [s[field] for s in stats]
-    # Counts (images evaluated, attacked, ...) are summed over seeds: the table's "attacked /
-    # evaluated" then counts every seed's images.
+    # Counts (images evaluated, attacked, ...) are summed over the seeds that have them: the table's
+    # "attacked / evaluated" then counts every such seed's images (a seed not yet run adds nothing).
     for column in (*(f"{m.key}_n" for m in (*METRICS.values(), AUTOATTACK)), *COUNTS):
-        first[column] = sum(frame[column] for frame in per_seed.values())
+        stacked = pd.concat([frame[column] for frame in per_seed.values()], axis=1)
+        first[column] = stacked.sum(axis=1, min_count=1)
     first.attrs["seeds"] = len(seeds)
     return first, per_seed
 

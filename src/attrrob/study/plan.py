@@ -55,9 +55,12 @@ class Plan:
         """What the study folder records of the plan (plan.json): its runs and the lists the
         tables are collected over, derived from the runs' folders (seed~<s>/<dataset>/<method>)."""
         parts = [PurePosixPath(run.name).parts for run in self.runs]
-        # In the config's order (Snakemake lists outputs so): the README's tables follow it.
+        # In the config's order (Snakemake lists outputs so): the README's tables follow it. Test
+        # attacks only: a sweep's selection attack runs on validation images (<run>/validation/...)
+        # and has no test result for the tables to show.
         attacks = dict.fromkeys(PurePosixPath(f).parent.name[len("attack_"):] for run in self.runs
-                                for f in run.outputs if PurePosixPath(f).parent.name.startswith("attack_"))
+                                for f in run.outputs if PurePosixPath(f).parent.name.startswith("attack_")
+                                and "validation" not in PurePosixPath(f).parts)
         return {"config": config, "runs": [run.name for run in self.runs],
                 "study_files": list(self.study_files),
                 "seeds": sorted({int(p[0][len(SEED_TREE_PREFIX):]) for p in parts
