@@ -34,7 +34,7 @@ SWEEP_FILES = [
     "results/seed~0/mnist/sarkar/sweep/lam~0.3/attack_topk/summary.json",
     "results/seed~0/mnist/sarkar/sweep/lam~0.3/validation/attack_topk_select/summary.json",
     "results/seed~0/mnist/sarkar/sweep/lam~1/train_metrics.json",
-    "results/seed~0/mnist/sarkar/sweep/selection.json",
+    "results/sweeps/mnist/sarkar/selection.json", "results/plots/figures",
     "results/seed~1/mnist/natural/train_metrics.json", "results/metrics.json", "results/table.md",
 ]
 
@@ -49,8 +49,9 @@ def test_runs_are_the_folders_of_trainings_and_nested_sweep_runs_are_runs_of_the
     assert "results/seed~0/mnist/sarkar/sweep/lam~0.3/attack_topk/summary.json" in runs[
         "seed~0/mnist/sarkar/sweep/lam~0.3"]
     assert plan.upstream == ("data/prepared/mnist.npz", "data/raw/mnist")
-    # The selection depends on the sweep's runs: built after them, not inside the base run.
-    assert plan.study_files == ("results/seed~0/mnist/sarkar/sweep/selection.json",)
+    # The selection depends on the sweep's runs: built after them, in no run's folder; what
+    # collect-results writes is rebuilt from the committed runs instead.
+    assert plan.study_files == ("results/sweeps/mnist/sarkar/selection.json",)
     natural = next(run for run in plan.runs if run.name == "seed~0/mnist/natural")
     assert "results/seed~0/mnist/natural/model.pt" not in natural.kept
 
@@ -139,11 +140,21 @@ hyperparameters:
       common: {steps: STEPS, batch_size: 32, m: 2, approx_factor: 2, pgd_steps: 2, pgd_step_size: 0.04, log_every: 5, checkpoint_every: 10}
     accuracy: {num_examples: 40, autoattack_iterations: 2, autoattack_target_classes: 2}
     attack: {iterations: 2, ig_steps: 4, num_examples: 20}
+    prepare: {validation_fraction: 0.2}
+# Madry's inner PGD steps chosen on validation (IN under the top-k attack), one seed per value: the
+# selection is a study file, committed once built, and the reports show the sweep.
+sweeps:
+  digits:
+    madry:
+      train: {pgd_steps: [1, 2]}
+      select: {metric: IN, attack: topk, num_examples: 20, rule: max, na_guard: 50}
 """
 IDENTITY = {"GIT_AUTHOR_NAME": "attrrob test", "GIT_AUTHOR_EMAIL": "test@attrrob.invalid",
             "GIT_COMMITTER_NAME": "attrrob test", "GIT_COMMITTER_EMAIL": "test@attrrob.invalid"}
 STUDY = "studies/tiny"
-RUNS = ["seed~0/digits/madry", "seed~0/digits/natural", "seed~1/digits/madry", "seed~1/digits/natural"]
+SWEEP_RUNS = ["seed~0/digits/madry/sweep/pgd_steps~1", "seed~0/digits/madry/sweep/pgd_steps~2"]
+RUNS = ["seed~0/digits/madry", *SWEEP_RUNS, "seed~0/digits/natural", "seed~1/digits/madry", "seed~1/digits/natural"]
+SWEEP_FOLDER = "results/sweeps/digits/madry"
 
 
 def environment() -> dict:
@@ -204,7 +215,10 @@ def assert_committed_runs_are_complete(repo: Path) -> list[str]:
         changed = set(git(repo, "show", "--name-only", "--format=", commit).split())
         assert changed == {f"{STUDY}/{f}" for f in files} | {f"{STUDY}/results/{name}/{store.RECORD}"}
     for name in set(RUNS) - set(done):
-        assert not (study / "results" / name).exists(), f"{name} left files without being committed"
+        folder = study / "results" / name
+        nested = [study / "results" / other for other in RUNS if other.startswith(name + "/")]
+        left = [p for p in folder.rglob("*") if p.is_file() and not any(n in p.parents for n in nested)]
+        assert not left, f"{name} left files without being committed: {left[:3]}"
     return done
 
 
@@ -223,7 +237,7 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
     assert runner.returncode == 128 + signal.SIGTERM, output
     done = assert_committed_runs_are_complete(repo)
     assert 1 <= len(done) < len(RUNS), output
-    assert "seed~0/digits/madry" in done or "seed~1/digits/madry" in done  # --order madry: madry first
+    assert any("/madry" in name for name in done)  # --order madry: madry (its sweep first) before natural
 
     # In progress: the README section says how many runs are in and what that means, and the
     # runner committed it regenerated after each run (what CI's --check compares).
@@ -241,6 +255,14 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
         assert f"skip {name}: committed" in rerun.stdout
     assert assert_committed_runs_are_complete(repo) == RUNS
     assert len(committed_run_messages(repo)) == len(RUNS)
+    # The sweep's selection (built when the first main madry run needed it) and the sweep.json it
+    # was made from are committed, as the files the workflow wrote.
+    for name in ("selection.json", "sweep.json"):
+        assert (repo / STUDY / SWEEP_FOLDER / name).read_bytes() == (repo / SWEEP_FOLDER / name).read_bytes()
+        assert git(repo, "log", "--format=%s", "--", f"{STUDY}/{SWEEP_FOLDER}/{name}").strip()
+    chosen = json.loads((repo / SWEEP_FOLDER / "selection.json").read_text())["chosen"]["label"]
+    trained = json.loads((repo / STUDY / "results/seed~1/digits/madry/train_metrics.json").read_text())
+    assert f"pgd_steps~{trained['settings']['pgd_steps']}" == chosen
 
 
 @pytest.mark.slow
@@ -258,7 +280,7 @@ def test_a_changed_setting_is_refused_in_one_line(repo):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "settings.json was committed with other settings than config/tiny.yaml gives now" in lines[0]
-    assert "steps: 20 committed, 30 now" in lines[0] and "--redo seed~0/digits/madry" in lines[0]
+    assert "steps: 20 committed, 30 now" in lines[0] and "--redo seed~0/digits/madry" in lines[0]  # or its sweep
     assert git(repo, "rev-parse", "HEAD") == head
 
 
@@ -275,6 +297,14 @@ def test_reports_regenerate_from_the_committed_folder_alone(repo, tmp_path):
     readme = (clone / "README.md").read_text()
     assert f"Study complete: all {len(RUNS)} planned runs of `config/tiny.yaml`" in readme
     assert "2 seeds (0, 1)" in readme and "| digits (8×8) | Madry PGD-AT |" in readme
+    # The sweep, from the committed selection and sweep runs: every point's test numbers, the chosen
+    # one marked, in the README and in the data set's page (with its sensitivity plot).
+    chosen = json.loads((clone / STUDY / SWEEP_FOLDER / "selection.json").read_text())["chosen"]["label"]
+    assert "### Sweep: digits (8×8), Madry PGD-AT" in readme and f"**{chosen}** (chosen)" in readme
+    sweep_rows = [line for line in readme.splitlines() if line.startswith("| pgd_steps~") or
+                  line.startswith("| **pgd_steps~")]
+    assert len(sweep_rows) == 2 and not any("—" in row.split("|")[3] for row in sweep_rows)  # NA found
+    assert "Sweep: digits (8×8), Madry PGD-AT" in (clone / STUDY / "reports/digits.html").read_text()
     for name in ("summary", "digits"):
         page = (clone / STUDY / "reports" / f"{name}.html").read_text()
         assert "<img" in page and "Traceback" not in page

@@ -184,6 +184,25 @@ def write_figures(results_dir, datasets, methods, attacks, out_dir: Path, seeds=
     return written
 
 
+def sweep_summaries(sweeps_root, datasets, methods, attack, base=".") -> list[dict]:
+    """Each sweep's points and main runs with their test numbers (attrrob.report.sweeps)."""
+    return [report.sweeps.summarise(spec, attack) for spec in report.sweeps.load(sweeps_root, datasets, methods, base)]
+
+
+def with_sweeps(metrics_found: dict, summaries: list[dict]) -> dict:
+    """metrics.json's entries with each sweep under <dataset>.<method>.sweep."""
+    for summary in summaries:
+        entry = metrics_found.setdefault(summary["dataset"], {}).setdefault(summary["method"], {})
+        entry["sweep"] = outputs.json_safe(summary)
+    return metrics_found
+
+
+def sweeps_markdown(summaries: list[dict]) -> str:
+    """The sweeps' section of table.md ("" without sweeps)."""
+    extra = "".join("\n" + report.sweeps.markdown(summary) for summary in summaries)
+    return "\n## Sweeps\n" + extra if extra else ""
+
+
 def fill_readme(readme: Path, table: str) -> None:
     text = readme.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
@@ -243,17 +262,13 @@ def main(argv: list[str] | None = None) -> None:
             raise AttrrobError(f"--seeds: {report.seeds.seed_dir(args.results_dir, seed)} does not exist; "
                                "run the workflow with that seed first")
     where = (args.results_dir, args.datasets, args.methods, args.attacks)
-    sweeps = [] if args.sweeps is None else [report.sweeps.summarise(spec, args.attacks[0]) for spec in
-                                             report.sweeps.load(args.sweeps, args.datasets, args.methods)]
+    sweeps = ([] if args.sweeps is None
+              else sweep_summaries(args.sweeps, args.datasets, args.methods, args.attacks[0]))
     if args.metrics:
-        found = metrics(*where, seeds=args.seeds)
-        for summary in sweeps:
-            found.setdefault(summary["dataset"], {}).setdefault(summary["method"], {})["sweep"] = outputs.json_safe(summary)
-        outputs.write_json(args.metrics, found)
+        outputs.write_json(args.metrics, with_sweeps(metrics(*where, seeds=args.seeds), sweeps))
     table = tables(*where, seeds=args.seeds) if args.table or args.readme else None
     if args.table:
-        extra = "".join("\n" + report.sweeps.markdown(summary) for summary in sweeps)
-        outputs.write_text(args.table, table + ("\n## Sweeps\n" + extra if extra else ""))
+        outputs.write_text(args.table, table + sweeps_markdown(sweeps))
     # Training curves and figures are per run: the first seed's (the reports' too).
     one = report.seeds.seed_dir(args.results_dir, args.seeds[0]) if args.seeds else args.results_dir
     if args.curves:

@@ -34,17 +34,29 @@ def _read_json(path: Path) -> dict | None:
         raise DataError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
 
 
-def load(sweeps_root: str | Path, datasets: Iterable[str], methods: Iterable[str]) -> list[dict]:
-    """The sweeps of these data sets and methods: each sweep.json with its `selection` (or None)."""
+def load(sweeps_root: str | Path, datasets: Iterable[str], methods: Iterable[str],
+         base: str | Path = ".") -> list[dict]:
+    """The sweeps of these data sets and methods: each sweep.json with its `selection` (or None).
+
+    sweep.json names its runs' folders relative to the workflow's root (`results/seed~0/...`);
+    they are read relative to `base`: the working directory in the workflow, the study folder
+    for a committed study (attrrob.study.regenerate), which keeps the same layout below it."""
     found = []
     for dataset in datasets:
         for method in methods:
             folder = Path(sweeps_root) / dataset / method
             spec = _read_json(folder / "sweep.json")
             if spec is not None:
+                spec["main_runs"] = _based(spec["main_runs"], base)
+                for point in spec["points"]:
+                    point["runs"] = _based(point["runs"], base)
                 spec["selection"] = _read_json(folder / "selection.json")
                 found.append(spec)
     return found
+
+
+def _based(runs: Mapping[str, str], base: str | Path) -> dict[str, str]:
+    return {seed: str(Path(base) / run) for seed, run in runs.items()}
 
 
 def _finite(value: Any) -> float:
@@ -201,10 +213,11 @@ def figure_title(summary: Mapping, key_index: int) -> str:
             f"({summary['attack']} attack) against {key if section == 'train' else section + '.' + key}")
 
 
-def html(sweeps_root: str | Path, dataset: str, methods: Iterable[str], attack: str) -> list[tuple[str, Any, str]]:
+def html(sweeps_root: str | Path, dataset: str, methods: Iterable[str], attack: str,
+         base: str | Path = ".") -> list[tuple[str, Any, str]]:
     """For a data set's report: per sweep, (Markdown table, sensitivity figures, their note)."""
     out = []
-    for spec in load(sweeps_root, [dataset], methods):
+    for spec in load(sweeps_root, [dataset], methods, base):
         summary = summarise(spec, attack)
         figures = [(plot_sensitivity(summary, i), figure_title(summary, i)) for i in range(len(summary["swept"]))]
         out.append((markdown(summary), figures, interval_note(summary)))

@@ -3,8 +3,10 @@
 Nothing here knows the workflow's wildcards: a *run* is a folder under `results/` that holds a
 training's `train_metrics.json` among the target's outputs, and it owns every output below it
 except those in a sub-folder holding other runs (a sweep's `sweep/lam~0.3/` runs are runs of their
-own; a file beside them, such as a sweep's selection file, is a *study file*, built once the runs
-are). So runs of any layout (seeds, sweeps) are listed without change here.
+own). Any other output under `results/` that no run owns, such as a sweep's selection file
+(`results/sweeps/<dataset>/<method>/selection.json`), is a *study file*, committed once it is built;
+what `attrrob study report` rebuilds from the committed runs (AGGREGATES) is not. So runs of any
+layout (seeds, sweeps) are listed without change here.
 """
 
 from __future__ import annotations
@@ -22,8 +24,11 @@ RESULTS = "results"
 RUN_MARKER = TRAIN_METRICS
 # Shared inputs of every run (raw and prepared data): built once, before any run.
 UPSTREAM = "data"
-# Seed trees: study files (a sweep's selection) lie in them, outside any run's own files.
+# Seed trees: results/seed~<s>/, one per training seed.
 SEED_TREE_PREFIX = "seed~"
+# What collect-results writes under results/ (rebuilt from the committed runs, never committed as
+# is) and the per-job benchmark files (committed with their run): not study files.
+AGGREGATES = frozenset({"metrics.json", "table.md", "plots", "benchmarks"})
 # The folder a sweep's runs lie in (results/seed~0/mnist/sarkar/sweep/lam~0.5).
 SWEEP = "sweep"
 # Large files that stay in DVC, never in the study folder: the trained weights.
@@ -91,7 +96,7 @@ def group(files: list[str]) -> Plan:
             owned[owner].append(path)
         elif PurePosixPath(path).parts[0] == UPSTREAM:
             upstream.append(path)
-        elif _in_seed_tree(path):
+        elif _is_study_file(path):
             study_files.append(path)
     runs = [Run(d[len(RESULTS) + 1:], tuple(owned[d])) for d in sorted(run_dirs, key=_first_index(files))]
     return Plan(tuple(upstream), tuple(runs), tuple(study_files))
@@ -111,9 +116,9 @@ def owning_run(path: str, run_dirs: set[str]) -> str | None:
     return owner
 
 
-def _in_seed_tree(path: str) -> bool:
+def _is_study_file(path: str) -> bool:
     parts = PurePosixPath(path).parts
-    return len(parts) > 2 and parts[0] == RESULTS and parts[1].startswith(SEED_TREE_PREFIX)
+    return len(parts) > 2 and parts[0] == RESULTS and parts[1] not in AGGREGATES
 
 
 def _first_index(files: list[str]):

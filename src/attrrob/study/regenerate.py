@@ -16,6 +16,7 @@ from pathlib import Path
 from attrrob import outputs
 from attrrob.cli import collect_results
 from attrrob.errors import AttrrobError
+from attrrob.experiments import SWEEPS_ROOT
 from attrrob.study import store
 from attrrob.study.plan import RESULTS, read_json
 
@@ -72,6 +73,17 @@ def _where(study: Path, plan: dict) -> tuple:
     return study / RESULTS, plan["datasets"], plan["methods"], plan["attacks"]
 
 
+def sweeps_root(study: Path) -> Path:
+    """Where the study keeps its sweeps' sweep.json and selection.json (the workflow's layout)."""
+    return study / SWEEPS_ROOT
+
+
+def _sweeps(study: Path, plan: dict) -> list[dict]:
+    """The study's sweeps with their committed runs' test numbers (run paths read below `study`)."""
+    return collect_results.sweep_summaries(sweeps_root(study), plan["datasets"], plan["methods"],
+                                           plan["attacks"][0], base=study)
+
+
 def readme_section(study: Path) -> str:
     """The README's results section: status, per-run times, then the tables (all from `study`)."""
     plan = load_plan(study)
@@ -83,7 +95,8 @@ def readme_section(study: Path) -> str:
         parts += [runs_table(study, runs)]
     seeds = committed_seeds(study, plan, runs)
     if seeds:
-        parts += [collect_results.tables(*_where(study, plan), seeds=seeds)]
+        parts += [collect_results.tables(*_where(study, plan), seeds=seeds)
+                  + collect_results.sweeps_markdown(_sweeps(study, plan))]
     return "\n".join(parts)
 
 
@@ -120,8 +133,10 @@ def regenerated(study: Path, readme: Path | None = None, budgets: Path | None = 
     seeds = committed_seeds(study, plan, runs)
     texts: dict[Path, str] = {}
     if seeds:
-        texts[study / "table.md"] = collect_results.tables(*_where(study, plan), seeds=seeds)
-        metrics = collect_results.metrics(*_where(study, plan), seeds=seeds)
+        sweeps = _sweeps(study, plan)
+        texts[study / "table.md"] = (collect_results.tables(*_where(study, plan), seeds=seeds)
+                                     + collect_results.sweeps_markdown(sweeps))
+        metrics = collect_results.with_sweeps(collect_results.metrics(*_where(study, plan), seeds=seeds), sweeps)
         texts[study / "metrics.json"] = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=True) + "\n"
     if (study / "README.md").is_file():
         body = status(study, plan, runs) + "\n\n" + (runs_table(study, runs) if runs else "")
@@ -158,8 +173,11 @@ def html_reports(study: Path) -> list[Path]:
               "-p", "methods", json.dumps(plan["methods"]), "-p", "attacks", json.dumps(plan["attacks"]),
               "-p", "config_name", Path(plan["config"]).stem, "-p", "seeds", json.dumps([str(s) for s in seeds])]
     pages = {"summary": (NOTEBOOKS["summary"], ["-p", "datasets", json.dumps(plan["datasets"])])}
+    # A sweep's table and sensitivity plots, its run paths read below the study folder.
+    sweeps = (["-p", "sweeps_dir", str(sweeps_root(study)), "-p", "sweeps_base", str(study)]
+              if sweeps_root(study).is_dir() else [])
     for dataset in plan["datasets"]:
-        pages[dataset] = (NOTEBOOKS["dataset"], ["-p", "dataset", dataset])
+        pages[dataset] = (NOTEBOOKS["dataset"], ["-p", "dataset", dataset, *sweeps])
     written = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, (notebook, own) in pages.items():

@@ -69,6 +69,7 @@ class Runner:
         # selection and Snakemake (--nolock) would otherwise build the same sweep run twice at once.
         self._sweeps_running: set[str] = set()
         self._sweeps_done = threading.Condition()
+        self._study_file_names: tuple[str, ...] = ()  # the plan's study files (set by prepare)
 
     # ------------------------------------------------------------------ plan and skips
     def prepare(self) -> tuple[Plan, list[Run]]:
@@ -82,6 +83,7 @@ class Runner:
         unknown = [name for name in o.redo if name not in names]
         if unknown:
             raise AttrrobError(f"--redo {unknown[0]}: not a run of {o.config} (runs: {', '.join(sorted(names))})")
+        self._study_file_names = plan.study_files
         plan_file = o.study / "plan.json"
         outputs.write_json(plan_file, plan.to_json(o.config))
         store.commit(o.study, [plan_file], f"study {o.study.name}: plan of {len(plan.runs)} runs ({o.config})")
@@ -99,6 +101,7 @@ class Runner:
                 self.log(f"skip {run.name}: committed")
             else:
                 todo.append(run)
+        self.commit_study_files("found on start")
         return plan, study_plan.ordered(tuple(todo), o.order)
 
     # ------------------------------------------------------------------ processes
@@ -149,7 +152,6 @@ class Runner:
 
     # ------------------------------------------------------------------ one run
     def run_one(self, run: Run, names: set[str]) -> None:
-        o = self.options
         load_start, started = os.getloadavg(), time.time()
         code, wall, cpu, log = self._snakemake(list(run.outputs), 1, run.name.replace("/", "_"))
         load_end = os.getloadavg()
@@ -181,7 +183,21 @@ class Runner:
                    f"load {load_start[0]:.2f} -> {load_end[0]:.2f})")
         store.commit(o.study, [*copied, path], message)
         self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
+        self.commit_study_files(f"built by the time {run.name} finished")
         self.refresh_reports(f"after {run.name}")
+
+    def commit_study_files(self, why: str) -> bool:
+        """Commit the study files built so far (a sweep's selection, made when the first main run
+        needed it), so that a lost machine does not lose them; True when one changed."""
+        o = self.options
+        sources = store.study_file_sources(o.root, self._study_file_names)
+        if not sources:
+            return False
+        copied = store.copy_files(o.root, o.study, sources)
+        if store.commit(o.study, copied, f"study {o.study.name}: {len(copied)} study file(s) ({why})"):
+            self.log(f"committed {len(copied)} study file(s) ({why})")
+            return True
+        return False
 
     def refresh_reports(self, why: str) -> None:
         """Rebuild the study's tables, README sections (and HTML) from the committed runs; commit them."""
@@ -263,10 +279,8 @@ class Runner:
             self.failed.append("study files")
             self.log(f"FAILED study files: snakemake exit status {code}; see {log}")
             return
-        copied = store.copy_files(o.root, o.study, list(plan.study_files))
-        store.commit(o.study, copied, f"study {o.study.name}: {len(copied)} study file(s) "
-                     f"(wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min)")
-        self.refresh_reports("study files")
+        if self.commit_study_files(f"wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min"):
+            self.refresh_reports("study files")
 
 
 def jobs_of(root: Path, benchmarks: list[str]) -> list[dict]:

@@ -87,6 +87,19 @@ def copy_files(root: Path, study: Path, files: list[str]) -> list[Path]:
     return written
 
 
+def study_file_sources(root: Path, study_files: tuple[str, ...]) -> list[str]:
+    """The built study files (paths from the workflow root), each with the JSON files beside it
+    (a selection's sweep.json, which the workflow writes when it is read): what a study keeps of
+    them, whenever they exist."""
+    found: dict[str, None] = {}
+    for name in study_files:
+        if (root / name).is_file():
+            for sibling in sorted((root / name).parent.glob("*.json")):
+                found[sibling.relative_to(root).as_posix()] = None
+            found[name] = None
+    return list(found)
+
+
 def clear_run(study: Path, run: Run, run_names: set[str]) -> None:
     """Remove a run's committed files before it is run again (--redo), not those of nested runs."""
     folder = study / run.folder
