@@ -104,6 +104,28 @@ def test_plan_json_lists_what_the_tables_are_collected_over():
     assert recorded["methods"] == ["natural", "sarkar"] and recorded["attacks"] == ["topk", "noise"]
 
 
+def test_the_cost_table_averages_each_jobs_cpu_time_over_a_methods_runs(tmp_path):
+    study = tmp_path / "study"
+    jobs = {"seed~0/mnist/madry": {"train": 600, "accuracy": 120, "topk": 1200},
+            "seed~1/mnist/madry": {"train": 720, "accuracy": 60, "topk": 1500},
+            "seed~0/mnist/sarkar/sweep/lam~0.1": {"train": 3000, "validation/accuracy": 30}}
+    for run, costs in jobs.items():
+        listed = []
+        for job, cpu in costs.items():
+            split, _, name = job.rpartition("/")
+            prefix = f"{split}/" if split else ""
+            path = {"train": f"results/benchmarks/train/{prefix}{run}.tsv",
+                    "accuracy": f"results/benchmarks/evaluate_accuracy/{prefix}{run}.tsv"}.get(
+                name, f"results/benchmarks/evaluate_attack/{prefix}{run}/{name}.tsv")
+            listed.append({"benchmark": path, "cpu_s": cpu, "wall_s": 2 * cpu})
+        (study / "results" / run).mkdir(parents=True)
+        (study / "results" / run / store.RECORD).write_text(json.dumps({"jobs": listed}))
+    table = regenerate.cost_table(study, list(jobs))
+    assert "| Method | Runs | train | accuracy | topk | validation accuracy | all jobs |" in table
+    assert "| madry | 2 | 11.0 | 1.5 | 22.5 | – | 35.0 |" in table  # (600+720)/2 s = 11.0 min, ...
+    assert "| sarkar (sweep) | 1 | 50.0 | – | – | 0.5 | 50.5 |" in table
+
+
 def test_summary_without_its_table_is_one_clear_error():
     with pytest.raises(AttrrobError, match="no 'output_file' table"):
         study_plan.parse_summary("Building DAG of jobs...\n")

@@ -69,6 +69,41 @@ def runs_table(study: Path, runs: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _job_label(benchmark: str, run: str) -> str:
+    """A job's column in the cost table, from its benchmark file's path (results/benchmarks/<rule>/
+    [validation/]<run>[/<attack>].tsv): train, accuracy, an attack's name; validation ones marked."""
+    rule, rest = benchmark.split("/")[2], benchmark.split("/", 3)[3]
+    validation = rest.startswith("validation/")
+    tail = rest[len("validation/"):] if validation else rest
+    name = tail[len(run) + 1:-len(".tsv")] if tail.startswith(run + "/") else ""
+    label = {"train": "train", "evaluate_accuracy": "accuracy"}.get(rule, name or rule)
+    return f"validation {label}" if validation else label
+
+
+def cost_table(study: Path, runs: list[str]) -> str:
+    """Per method (a sweep's runs apart), the mean CPU minutes of each job over its committed runs,
+    from the Snakemake benchmark records each run's study_run.json lists: what a run costs."""
+    groups: dict[str, list[dict]] = {}
+    for name in runs:
+        record = read_json(study / RESULTS / name / store.RECORD)
+        parts = name.split("/")
+        key = parts[2] + (" (sweep)" if len(parts) > 3 else "")
+        groups.setdefault(key, []).append({_job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]})
+    first = {"train": 0, "accuracy": 1}
+    labels = sorted(dict.fromkeys(label for records in groups.values() for r in records for label in r),
+                    key=lambda label: (label.startswith("validation"), first.get(label, 2)))
+    lines = ["| Method | Runs | " + " | ".join(labels) + " | all jobs |", "|---|---:|" + "---:|" * (len(labels) + 1)]
+    for key, records in groups.items():
+        cells = []
+        for label in labels:
+            values = [r[label] for r in records if label in r]
+            cells.append(f"{sum(values) / len(values) / 60:.1f}" if values else "–")
+        total = sum(sum(r.values()) for r in records) / len(records) / 60
+        lines.append(f"| {key} | {len(records)} | " + " | ".join(cells) + f" | {total:.1f} |")
+    return ("CPU minutes per job (Snakemake's benchmark records; one thread per job, `nice`d, on a shared "
+            "2-core machine), the mean over each method's committed runs:\n\n" + "\n".join(lines) + "\n")
+
+
 def _where(study: Path, plan: dict) -> tuple:
     return study / RESULTS, plan["datasets"], plan["methods"], plan["attacks"]
 
@@ -96,7 +131,7 @@ def readme_section(study: Path) -> str:
         parts += [findings.Findings(*_where(study, plan)[:1], seeds, *_where(study, plan)[1:],
                                     sweeps=_sweeps(study, plan)).markdown()]
     if runs:
-        parts += [runs_table(study, runs)]
+        parts += [runs_table(study, runs), cost_table(study, runs)]
     if seeds:
         parts += [collect_results.tables(*_where(study, plan), seeds=seeds)
                   + collect_results.sweeps_markdown(_sweeps(study, plan))]
@@ -187,12 +222,23 @@ def html_reports(study: Path) -> list[Path]:
             executed = Path(tmp) / f"{name}.ipynb"
             _checked(["papermill", notebook, str(executed), "--kernel", "python3", "--cwd", ".",
                       "--no-progress-bar", *common, *own], name)
+            _fixed_injected_id(executed)
             _checked(["jupyter", "nbconvert", "--to", "html", "--no-input", "--template-file", HTML_TEMPLATE,
                       str(executed), "--output-dir", tmp, "--output", name], name)
             target = study / "reports" / f"{name}.html"
             outputs.write_bytes(target, (Path(tmp) / f"{name}.html").read_bytes())
             written.append(target)
     return written
+
+
+def _fixed_injected_id(notebook: Path) -> None:
+    """papermill gives the cell it injects a random id, which the HTML keeps: a fixed one, so that a
+    report regenerated from the same files is the same page (and its commit shows no change)."""
+    content = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in content["cells"]:
+        if "injected-parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["id"] = "injected-parameters"
+    notebook.write_text(json.dumps(content), encoding="utf-8")
 
 
 def _checked(command: list[str], name: str) -> None:
