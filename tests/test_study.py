@@ -97,6 +97,29 @@ def test_a_main_run_waits_for_the_sweep_runs_in_progress(tmp_path):
     assert len(events) == 2 * len(todo) and not runner.failed
 
 
+def test_start_within_lets_the_runs_in_progress_finish_and_starts_no_other(tmp_path):
+    """--start-within: two workers start two runs; once the limit has passed, they finish and are
+    committed, the third run is left for the next invocation, and the runner says so (exit 0)."""
+    from attrrob.study.runner import Options, Runner
+
+    plan = study_plan.group(SWEEP_FILES)
+    todo = [run for run in plan.runs if not study_plan.is_sweep(run)]
+    lines: list[str] = []
+    runner = Runner(Options(root=tmp_path, config="c.yaml", study=tmp_path / "s", jobs=2, start_within_s=0.1),
+                    log=lines.append)
+    runner.prepare = lambda: (study_plan.Plan((), plan.runs, ()), todo)
+    finished: list[str] = []
+
+    def fake_run(run, names):
+        time.sleep(0.5)
+        finished.append(run.name)
+
+    runner.run_one = fake_run
+    assert runner.run() == 0
+    assert sorted(finished) == sorted(run.name for run in todo[:2]) and runner.left == [todo[2].name]
+    assert any(line.startswith(f"drained: 1 run(s) not started ({todo[2].name})") for line in lines)
+
+
 def test_plan_json_lists_what_the_tables_are_collected_over():
     recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
     assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]

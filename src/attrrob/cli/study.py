@@ -25,13 +25,16 @@ def _run(args: argparse.Namespace) -> None:
 
     if args.jobs < 1:
         raise AttrrobError(f"--jobs {args.jobs}: at least 1")
+    if args.start_within is not None and not args.start_within >= 0:
+        raise AttrrobError(f"--start-within {args.start_within}: minutes, at least 0")
     if not Path(args.config).is_file():
         raise AttrrobError(f"--config {args.config}: no such file")
     if not (Path.cwd() / "Snakefile").is_file():
         raise AttrrobError(f"{Path.cwd()} has no Snakefile: run `attrrob study run` in the workflow's folder")
     options = Options(root=Path.cwd(), config=args.config, study=args.study, jobs=args.jobs, order=args.order,
                       redo=args.redo, snakemake_args=args.snakemake_args, target=args.target,
-                      readme=args.readme, budgets=args.budgets, budget_sources=args.budget_sources, html=args.html)
+                      readme=args.readme, budgets=args.budgets, budget_sources=args.budget_sources, html=args.html,
+                      start_within_s=None if args.start_within is None else 60 * args.start_within)
     runner = Runner(options, log=lambda line: print(line, flush=True))
 
     def stop(signum, _frame):
@@ -40,8 +43,14 @@ def _run(args: argparse.Namespace) -> None:
         runner.stop()
         raise SystemExit(128 + signum)
 
+    def drain(signum, _frame):
+        print(f"attrrob study: signal {signum}: starting no further run; those in progress finish and are "
+              "committed", file=sys.stderr, flush=True)
+        runner.drain()
+
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, stop)
+    signal.signal(signal.SIGUSR1, drain)
     if args.dry_run:
         plan, todo = runner.prepare()
         print(f"{len(plan.runs) - len(todo)} of {len(plan.runs)} runs committed; to run, in order:")
@@ -98,6 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--dry-run", action="store_true",
                      help="write and commit plan.json, list the runs to do in order, run nothing")
     run.add_argument("--target", default="all", help="the Snakemake target whose runs make the study")
+    run.add_argument("--start-within", type=float, default=None, metavar="MINUTES",
+                     help="start no run later than this after the start; those in progress finish and are "
+                          "committed (a session or allocation of limited length). SIGUSR1 does the same now")
     _report_arguments(run, "after each committed run, ")
     run.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
                      help="more Snakemake options for every call (last)")

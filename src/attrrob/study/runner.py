@@ -51,6 +51,9 @@ class Options:
     budgets: Path | None = None
     budget_sources: list[Path] | None = None
     html: bool = False
+    # Start no run later than this many seconds after the runner starts (None: no limit): for a
+    # session or allocation of limited length, whose end would otherwise lose the runs in progress.
+    start_within_s: float | None = None
 
     def snakemake(self) -> list[str]:
         return ["--configfile", self.config, *self.snakemake_args]
@@ -64,7 +67,10 @@ class Runner:
         # Held from a run's copy to its commit: a stop waits for it, so no run is left half-copied.
         self._finishing = threading.Lock()
         self.stopping = False
+        self.draining = False  # no new run: those in progress finish and are committed
+        self._started = time.monotonic()
         self.failed: list[str] = []
+        self.left: list[str] = []  # runs not started because the runner was draining
         # Sweep runs in progress: a main run dequeued after them waits, because it needs their
         # selection and Snakemake (--nolock) would otherwise build the same sweep run twice at once.
         self._sweeps_running: set[str] = set()
@@ -150,6 +156,20 @@ class Runner:
         with self._finishing:  # a commit under way completes first
             pass
 
+    def drain(self) -> None:
+        """Start no further run; the runs in progress go on to their commit."""
+        self.draining = True
+
+    def _may_start(self) -> bool:
+        if self.stopping or self.draining:
+            return False
+        limit = self.options.start_within_s
+        if limit is not None and time.monotonic() - self._started > limit:
+            self.log(f"start no further run: {limit / 60:.0f} min since the start (--start-within)")
+            self.draining = True
+            return False
+        return True
+
     # ------------------------------------------------------------------ one run
     def run_one(self, run: Run, names: set[str]) -> None:
         load_start, started = os.getloadavg(), time.time()
@@ -210,7 +230,7 @@ class Runner:
             self.log(f"regenerated {len(changed)} text file(s) and {len(pages)} HTML report(s) ({why})")
 
     def _worker(self, runs: queue.Queue, names: set[str]) -> None:
-        while not self.stopping:
+        while self._may_start():
             try:
                 run = runs.get_nowait()
             except queue.Empty:
@@ -223,6 +243,9 @@ class Runner:
                     self.log(f"{run.name} waits for sweep run(s) {', '.join(sorted(self._sweeps_running))}")
                     while self._sweeps_running and not self.stopping:
                         self._sweeps_done.wait(1.0)
+                    if self.draining:  # told to start nothing more while it waited
+                        self.left.append(run.name)
+                        continue
             try:
                 if not self.stopping:
                     self.run_one(run, names)
@@ -267,6 +290,12 @@ class Runner:
                 worker.join(0.5)
         if self.stopping:
             return 1
+        while not runs.empty():
+            self.left.append(runs.get_nowait().name)
+        if self.left:
+            self.log(f"drained: {len(self.left)} run(s) not started ({', '.join(self.left[:3])}"
+                     f"{', ...' if len(self.left) > 3 else ''}); rerun the same command to go on")
+            return 1 if self.failed else 0
         if not self.failed and plan.study_files:
             self._study_files(plan)
         return 1 if self.failed else 0
