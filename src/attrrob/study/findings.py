@@ -186,7 +186,9 @@ class Findings:
         if chosen is not None and summary["selection"]:
             selection = summary["selection"]
             value = chosen.get("validation", {}).get("value")
-            shown_value = "" if value is None else f" (validation {selection['metric']} {_pct(value)}%)"
+            finite = isinstance(value, (int, float)) and math.isfinite(value)
+            number = f"{value:.3f}" if selection["metric"] == "tau" else f"{_pct(value)}%"
+            shown_value = f" (validation {selection['metric']} {number})" if finite else ""
             text += (f". Chosen on {selection['num_examples']} {selection['split']} images by {selection['rule']}: "
                      f"**{chosen['label']}**{shown_value}")
         return text + "."
