@@ -120,6 +120,21 @@ def test_start_within_lets_the_runs_in_progress_finish_and_starts_no_other(tmp_p
     assert any(line.startswith(f"drained: 1 run(s) not started ({todo[2].name})") for line in lines)
 
 
+def test_threads_per_run_gives_each_runs_jobs_that_many_threads(tmp_path):
+    """--threads-per-run 2: the run's Snakemake call gets 2 cores and sets 2 threads on every rule
+    that takes its threads from the config's resources (each such name is a rule of the workflow)."""
+    from attrrob.study.runner import THREADED_RULES, Options, Runner
+
+    rules = {line.split()[1].rstrip(":") for path in (Path(__file__).resolve().parents[1] / "workflow/rules").glob(
+        "*.smk") for line in path.read_text().splitlines() if line.startswith(("rule ", "checkpoint "))}
+    assert set(THREADED_RULES) <= rules
+    calls = []
+    runner = Runner(Options(root=tmp_path, config="c.yaml", study=tmp_path / "s", threads_per_run=2), log=lambda _: None)
+    runner._snakemake = lambda targets, cores, name, extra=None: calls.append((cores, extra)) or (1, 0.0, 0.0, tmp_path)
+    runner.run_one(study_plan.group(SWEEP_FILES).runs[0], set())
+    assert calls == [(2, ["--set-threads", *(f"{rule}=2" for rule in THREADED_RULES)])]
+
+
 def test_plan_json_lists_what_the_tables_are_collected_over():
     recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
     assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]

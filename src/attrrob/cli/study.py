@@ -25,6 +25,8 @@ def _run(args: argparse.Namespace) -> None:
 
     if args.jobs < 1:
         raise AttrrobError(f"--jobs {args.jobs}: at least 1")
+    if args.threads_per_run < 1:
+        raise AttrrobError(f"--threads-per-run {args.threads_per_run}: at least 1")
     if args.start_within is not None and not args.start_within >= 0:
         raise AttrrobError(f"--start-within {args.start_within}: minutes, at least 0")
     if not Path(args.config).is_file():
@@ -34,7 +36,8 @@ def _run(args: argparse.Namespace) -> None:
     options = Options(root=Path.cwd(), config=args.config, study=args.study, jobs=args.jobs, order=args.order,
                       redo=args.redo, snakemake_args=args.snakemake_args, target=args.target,
                       readme=args.readme, budgets=args.budgets, budget_sources=args.budget_sources, html=args.html,
-                      start_within_s=None if args.start_within is None else 60 * args.start_within)
+                      start_within_s=None if args.start_within is None else 60 * args.start_within,
+                      threads_per_run=args.threads_per_run)
     runner = Runner(options, log=lambda line: print(line, flush=True))
 
     def stop(signum, _frame):
@@ -100,6 +103,9 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--config", required=True, help="the workflow config file (--configfile)")
     run.add_argument("--study", type=Path, required=True, help="the committed study folder")
     run.add_argument("--jobs", type=int, default=2, help="runs at a time (each one thread, niced)")
+    run.add_argument("--threads-per-run", type=int, default=1, metavar="N",
+                     help="threads of each run's training and evaluation jobs (default 1: --jobs runs side by "
+                          "side, one thread each); e.g. --jobs 1 --threads-per-run 2 to finish one long run sooner")
     run.add_argument("--order", nargs="+", default=[], metavar="NAME",
                      help="run first the runs whose folder names these (e.g. methods, cheap ones first)")
     run.add_argument("--redo", nargs="+", default=[], metavar="RUN",

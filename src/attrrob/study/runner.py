@@ -34,6 +34,11 @@ from attrrob.study.plan import Plan, Run
 STOP_GRACE_S = 60  # a stopped training writes its checkpoint first
 
 
+# The workflow's rules whose `threads:` come from its config's resources (train, evaluate).
+THREADED_RULES = ("train", "evaluate_accuracy", "evaluate_attack", "evaluate_validation_accuracy",
+                  "evaluate_validation_attack")
+
+
 @dataclass
 class Options:
     root: Path  # the workflow's folder (Snakefile, results/)
@@ -54,6 +59,10 @@ class Options:
     # Start no run later than this many seconds after the runner starts (None: no limit): for a
     # session or allocation of limited length, whose end would otherwise lose the runs in progress.
     start_within_s: float | None = None
+    # Threads of each run's jobs (and the cores its Snakemake call gets): 1 runs `jobs` runs side
+    # by side; more lets one long run finish within a session (its results then differ in the last
+    # bits from a 1-thread run's; train_metrics.json records the thread count).
+    threads_per_run: int = 1
 
     def snakemake(self) -> list[str]:
         return ["--configfile", self.config, *self.snakemake_args]
@@ -111,14 +120,15 @@ class Runner:
         return plan, study_plan.ordered(tuple(todo), o.order)
 
     # ------------------------------------------------------------------ processes
-    def _snakemake(self, targets: list[str], cores: int, log_name: str) -> tuple[int, float, float, Path]:
-        """Run Snakemake on `targets` niced, one thread per job; (exit code, wall s, CPU s, log)."""
+    def _snakemake(self, targets: list[str], cores: int, log_name: str,
+                   extra: list[str] | None = None) -> tuple[int, float, float, Path]:
+        """Run Snakemake on `targets` niced, with `cores` cores; (exit code, wall s, CPU s, log)."""
         o = self.options
         log = o.root / "logs" / "study" / f"{log_name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        command = ["nice", "-n", str(o.nice), "snakemake", *targets, *o.snakemake(), "--cores", str(cores),
-                   "--nolock", "--rerun-incomplete"]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        command = ["nice", "-n", str(o.nice), "snakemake", *targets, *(extra or []), *o.snakemake(),
+                   "--cores", str(cores), "--nolock", "--rerun-incomplete"]
+        env = {**os.environ, "OMP_NUM_THREADS": str(cores), "MKL_NUM_THREADS": str(cores)}
         start = time.monotonic()
         with open(log, "w", encoding="utf-8") as handle, self._lock:
             if self.stopping:
@@ -173,7 +183,9 @@ class Runner:
     # ------------------------------------------------------------------ one run
     def run_one(self, run: Run, names: set[str]) -> None:
         load_start, started = os.getloadavg(), time.time()
-        code, wall, cpu, log = self._snakemake(list(run.outputs), 1, run.name.replace("/", "_"))
+        threads = self.options.threads_per_run
+        extra = ["--set-threads", *(f"{rule}={threads}" for rule in THREADED_RULES)] if threads > 1 else []
+        code, wall, cpu, log = self._snakemake(list(run.outputs), threads, run.name.replace("/", "_"), extra)
         load_end = os.getloadavg()
         if self.stopping:
             return
