@@ -266,12 +266,15 @@ def assert_committed_runs_are_complete(repo: Path) -> list[str]:
         for leaf in ("train_log.csv", "train_metrics.json", "settings.json", "accuracy/summary.json",
                      "attack_topk/per_example.csv", "attack_topk/trace.npz", "attack_noise/summary.json"):
             assert f"results/{name}/{leaf}" in files, (name, leaf)
-        assert f"results/benchmarks/train/{name}.tsv" in files
         assert not any(f.endswith("model.pt") for f in files)
         assert all((study / f).is_file() for f in files)
-        assert record["load_average_start"] and record["load_average_end"] and record["cpu_s"] > 0
+        assert record["load_average_start"] and record["load_average_end"]
+        if record.get("reused_from"):  # the files of a run with identical settings: no job of its own
+            assert record["cpu_s"] == 0 and not record["jobs"]
+        else:
+            assert f"results/benchmarks/train/{name}.tsv" in files and record["cpu_s"] > 0
         (commit,) = [line.split(" ", 1)[0] for line in git(repo, "log", "--format=%H %s").splitlines()
-                     if line.endswith(")") and f": {name} (wall" in line]
+                     if line.endswith(")") and (f": {name} (wall" in line or f": {name} (the files of" in line)]
         changed = set(git(repo, "show", "--name-only", "--format=", commit).split())
         assert changed == {f"{STUDY}/{f}" for f in files} | {f"{STUDY}/results/{name}/{store.RECORD}"}
     for name in set(RUNS) - set(done):
@@ -308,11 +311,18 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
                            cwd=repo, env=environment(), capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
 
+    # The rest on a fresh machine: nothing of the first one's work tree but what it committed.
+    for name in ("results", "checkpoints", "logs", ".snakemake"):
+        shutil.rmtree(repo / name, ignore_errors=True)
     rerun = subprocess.run(study_command(*RUN_ARGS), cwd=repo, env=environment(), capture_output=True,
                            text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     for name in done:
         assert f"skip {name}: committed" in rerun.stdout
+        # Restored from the study folder, not made again: its weights stay missing.
+        assert (repo / "results" / name / "train_metrics.json").is_file()
+        assert not (repo / "results" / name / "model.pt").exists()
+    assert "committed file(s) into results/" in rerun.stdout
     assert assert_committed_runs_are_complete(repo) == RUNS
     assert len(committed_run_messages(repo)) == len(RUNS)
     # The sweep's selection (built when the first main madry run needed it) and the sweep.json it
@@ -323,6 +333,15 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
     chosen = json.loads((repo / SWEEP_FOLDER / "selection.json").read_text())["chosen"]["label"]
     trained = json.loads((repo / STUDY / "results/seed~1/digits/madry/train_metrics.json").read_text())
     assert f"pgd_steps~{trained['settings']['pgd_steps']}" == chosen
+    # The main seed-0 run at the chosen point has that point's settings, byte for byte: its files
+    # are the point's (committed as such), not a second training.
+    point = f"seed~0/digits/madry/sweep/{chosen}"
+    record = json.loads((repo / STUDY / "results/seed~0/digits/madry" / store.RECORD).read_text())
+    assert record["reused_from"] == point
+    for leaf in ("train_log.csv", "attack_topk/per_example.csv", "accuracy/summary.json"):
+        assert ((repo / STUDY / "results/seed~0/digits/madry" / leaf).read_bytes()
+                == (repo / STUDY / "results" / point / leaf).read_bytes())
+    assert f"`seed~0/digits/madry` | – | – | the files of `{point}`" in (repo / "README.md").read_text()
 
 
 @pytest.mark.slow

@@ -62,6 +62,10 @@ def runs_table(study: Path, runs: list[str]) -> str:
     for name in runs:
         record = read_json(study / RESULTS / name / store.RECORD)
         wall, cpu = wall + record["wall_s"], cpu + record["cpu_s"]
+        if record.get("reused_from"):
+            lines.append(f"| `{name}` | – | – | the files of `{record['reused_from']}` (identical settings: "
+                         "no job) |")
+            continue
         lines.append(f"| `{name}` | {record['wall_s'] / 60:.1f} | {record['cpu_s'] / 60:.1f} | "
                      f"{record['load_average_start'][0]:.2f} → {record['load_average_end'][0]:.2f} |")
     lines += ["", f"Summed over these runs: {wall / 3600:.2f} h of wall time (runs overlap when the study "
@@ -86,6 +90,8 @@ def cost_table(study: Path, runs: list[str]) -> str:
     groups: dict[str, list[dict]] = {}
     for name in runs:
         record = read_json(study / RESULTS / name / store.RECORD)
+        if record.get("reused_from"):
+            continue  # no job of its own
         parts = name.split("/")
         key = parts[2] + (" (sweep)" if len(parts) > 3 else "")
         groups.setdefault(key, []).append({_job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]})

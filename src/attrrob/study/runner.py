@@ -117,6 +117,10 @@ class Runner:
             else:
                 todo.append(run)
         self.commit_study_files("found on start")
+        done = [run.name for run in plan.runs if run not in todo]
+        restored = store.restore(o.root, o.study, done, list(plan.study_files))
+        if restored:
+            self.log(f"restored {restored} committed file(s) into results/ (a run may depend on them)")
         return plan, study_plan.ordered(tuple(todo), o.order)
 
     # ------------------------------------------------------------------ processes
@@ -182,6 +186,8 @@ class Runner:
 
     # ------------------------------------------------------------------ one run
     def run_one(self, run: Run, names: set[str]) -> None:
+        if self._reused(run, names):
+            return
         load_start, started = os.getloadavg(), time.time()
         threads = self.options.threads_per_run
         extra = ["--set-threads", *(f"{rule}={threads}" for rule in THREADED_RULES)] if threads > 1 else []
@@ -196,6 +202,41 @@ class Runner:
         with self._finishing:
             if not self.stopping:
                 self._commit_run(run, names, (started, wall, cpu, load_start, load_end))
+
+    def _reused(self, run: Run, names: set[str]) -> bool:
+        """Commit `run` as a copy of a committed run with byte-identical settings (a sweep's main
+        seed-0 run at the chosen point is that point's run), instead of training it again; True if so.
+
+        A main run's settings are written once its sweep's selection exists: the study files are
+        built first (and committed), then a dry run writes the settings."""
+        o = self.options
+        committed = store.committed_runs(o.study, sorted(names))
+        if not committed or self.stopping:
+            return False
+        log_name = run.name.replace("/", "_")
+        if not study_plan.is_sweep(run):
+            missing = [name for name in self._study_file_names if not (o.root / name).is_file()]
+            if missing and self._snakemake(missing, 1, f"{log_name}_study_files")[0] == 0:
+                self.commit_study_files(f"built before {run.name}")
+        if not store.settings_written(o.root, run, names):
+            self._snakemake(list(run.outputs), 1, f"{log_name}_settings", ["--dry-run"])
+        other = store.identical_run(o.root, o.study, run, names, committed)
+        if other is None or self.stopping:
+            return False
+        with self._finishing:
+            copied = store.reuse_files(o.study, run, other)
+            if not copied:
+                return False
+            record = {"run": run.name, "config": o.config, "host": socket.gethostname(), "started": time.time(),
+                      "wall_s": 0.0, "cpu_s": 0.0, "load_average_start": [round(x, 2) for x in os.getloadavg()],
+                      "load_average_end": [round(x, 2) for x in os.getloadavg()], "jobs": [], "reused_from": other,
+                      "files": store.relative_names(copied, o.study)}
+            path = store.write_record(o.study, run, record)
+            store.commit(o.study, [*copied, path], f"study {o.study.name}: {run.name} (the files of {other}: "
+                                                   "identical settings, no job)")
+        self.log(f"committed {run.name}: the files of {other} (identical settings)")
+        self.refresh_reports(f"after {run.name}")
+        return True
 
     def _commit_run(self, run: Run, names: set[str], timing: tuple) -> None:
         """Copy the run's small files into the study folder, its record last, and commit them."""

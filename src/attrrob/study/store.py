@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path, PurePosixPath
 
 from attrrob import outputs
@@ -45,6 +46,83 @@ def settings_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
         if not nested:
             found.append(path.relative_to(root).as_posix())
     return found
+
+
+def restore(root: Path, study: Path, runs: list[str], study_files: list[str]) -> int:
+    """Copy the committed files of `runs` and the committed study files (a sweep's selection and
+    sweep.json) into the workflow's results/ where missing, study files last (newer than the runs
+    they were made from); the number copied. A fresh machine then sees what an earlier one
+    finished, so that a run depending on committed ones (a sweep's main runs read its selection)
+    does not make them again; their weights stay missing, which reruns nothing (Snakemake builds
+    a missing intermediate file only for a job that must run)."""
+    copied = 0
+    for name in runs:
+        record = read_json(study / RESULTS / name / RECORD) or {}
+        for file in record.get("files", []):
+            if file.startswith(f"{RESULTS}/{name}/") and not (root / file).exists() and (study / file).is_file():
+                with outputs.atomic_path(root / file) as tmp:
+                    shutil.copyfile(study / file, tmp)
+                copied += 1
+    later = None
+    for file in study_files:
+        if not (root / file).exists() and (study / file).is_file():
+            with outputs.atomic_path(root / file) as tmp:
+                shutil.copyfile(study / file, tmp)
+            later = later or time.time() + 1
+            os.utime(root / file, (later, later))
+            copied += 1
+    return copied
+
+
+def settings_written(root: Path, run: Run, run_names: set[str]) -> bool:
+    """Whether the workflow has written a settings file for the run's training and each of its
+    evaluations (a sweep's main runs get theirs once the selection exists)."""
+    written = {PurePosixPath(name).parent for name in settings_files(root, run, run_names)}
+    return bool(run.kept) and {PurePosixPath(name).parent for name in run.kept} <= written
+
+
+def identical_run(root: Path, study: Path, run: Run, run_names: set[str], committed: list[str]) -> str | None:
+    """A committed run whose settings files are byte for byte those the workflow wrote for `run`,
+    for its training and every evaluation it has (the committed run may have more, e.g. a sweep
+    point's validation evaluations): its files are the results of exactly these settings. None
+    when there is none, or when a settings file of `run` is not written yet."""
+    if not settings_written(root, run, run_names):
+        return None
+    mine = {PurePosixPath(name).relative_to(run.folder).as_posix(): (root / name).read_bytes()
+            for name in settings_files(root, run, run_names)}
+    for other in committed:
+        if other == run.name:
+            continue
+        folder = f"{RESULTS}/{other}"
+        theirs = {PurePosixPath(name).relative_to(folder).as_posix(): name
+                  for name in settings_files(study, Run(other, ()), run_names)}
+        if all(key in theirs and (study / theirs[key]).read_bytes() == value for key, value in mine.items()):
+            return other
+    return None
+
+
+def reuse_files(study: Path, run: Run, other: str) -> list[Path]:
+    """Copy `other`'s committed files into `run`'s folder: those in the folders `run`'s own outputs
+    and settings lie in (its training's and its evaluations'; not, e.g., a sweep point's validation
+    ones), atomically. The copies, or [] when one of `run`'s kept outputs would be missing."""
+    record = read_json(study / RESULTS / other / RECORD) or {}
+    source = f"{RESULTS}/{other}"
+    folders = {PurePosixPath(name).relative_to(run.folder).parent for name in run.kept}
+    plan = {}
+    for name in record.get("files", []):
+        if not name.startswith(source + "/"):
+            continue  # its benchmark files: its jobs' timings, not this run's
+        relative = PurePosixPath(name).relative_to(source)
+        if relative.parent in folders:
+            plan[name] = f"{run.folder}/{relative.as_posix()}"
+    if not set(run.kept) <= set(plan.values()):
+        return []
+    copied = []
+    for name, target in plan.items():
+        with outputs.atomic_path(study / target) as tmp:
+            shutil.copyfile(study / name, tmp)
+        copied.append(study / target)
+    return copied
 
 
 def changed_setting(committed: dict, now: dict, prefix: str = "") -> str | None:
