@@ -135,6 +135,33 @@ def test_threads_per_run_gives_each_runs_jobs_that_many_threads(tmp_path):
     assert calls == [(2, ["--set-threads", *(f"{rule}=2" for rule in THREADED_RULES)])]
 
 
+def test_a_run_with_its_settings_written_builds_no_study_file(tmp_path):
+    """Before a run, the runner looks for a committed run with its settings; it builds the study
+    files (a sweep's selection) only for a main run whose settings wait for them, and only once
+    every sweep run is committed: otherwise building the selection would train the sweep."""
+    from attrrob.study.runner import Options, Runner
+
+    plan = study_plan.group(SWEEP_FILES)
+    runs = {run.name: run for run in plan.runs}
+    names = set(runs)
+    calls: list = []
+    runner = Runner(Options(root=tmp_path / "root", config="c.yaml", study=tmp_path / "s"), log=lambda _: None)
+    runner._study_file_names = plan.study_files
+    runner._snakemake = lambda targets, cores, name, extra=None: calls.append(name) or (0, 0.0, 0.0, tmp_path)
+    natural = runs["seed~0/mnist/natural"]
+    for output in natural.outputs:  # its settings are written when the workflow is read
+        folder = tmp_path / "root" / Path(output).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "settings.json").write_text("{}")
+    committed = {"seed~1/mnist/natural"}
+    for name in committed:
+        (tmp_path / "s" / "results" / name).mkdir(parents=True)
+        (tmp_path / "s" / "results" / name / store.RECORD).write_text(json.dumps({"files": []}))
+    assert runner._reused(natural, names) is False and calls == []
+    # The main sarkar run: its settings wait for the selection, and the sweep is not committed.
+    assert runner._reused(runs["seed~0/mnist/sarkar"], names) is False and calls == []
+
+
 def test_plan_json_lists_what_the_tables_are_collected_over():
     recorded = study_plan.group(SWEEP_FILES).to_json("config/x.yaml")
     assert recorded["seeds"] == [0, 1] and recorded["datasets"] == ["mnist"]

@@ -22,7 +22,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from attrrob import outputs
@@ -214,11 +214,14 @@ class Runner:
         if not committed or self.stopping:
             return False
         log_name = run.name.replace("/", "_")
-        if not study_plan.is_sweep(run):
+        if not store.settings_written(o.root, run, names):
+            # A sweep's main run, before its selection exists: once every sweep run is committed,
+            # build the study files (the selection; cheap then), and a dry run writes the settings.
+            if any(study_plan.SWEEP in PurePosixPath(name).parts and name not in committed for name in names):
+                return False
             missing = [name for name in self._study_file_names if not (o.root / name).is_file()]
             if missing and self._snakemake(missing, 1, f"{log_name}_study_files")[0] == 0:
                 self.commit_study_files(f"built before {run.name}")
-        if not store.settings_written(o.root, run, names):
             self._snakemake(list(run.outputs), 1, f"{log_name}_settings", ["--dry-run"])
         other = store.identical_run(o.root, o.study, run, names, committed)
         if other is None or self.stopping:
