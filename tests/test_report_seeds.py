@@ -150,3 +150,27 @@ def test_counts_sum_over_the_seeds_that_have_results(tmp_path):
                if line.startswith("| MNIST | Sarkar"))
     total, attacked = counted(root / "seed~0", "sarkar")
     assert f"| {attacked} / {total} |" in row
+
+
+def test_a_sweeps_intervals_stay_within_the_metrics_range(tmp_path):
+    """A sweep point's t interval over two seeds, and one seed's interval over test images, are
+    clipped to the metric's range as the tables' are (NA 98.7% and 97.7%: the raw t interval
+    reaches 104.6%)."""
+    from attrrob import outputs
+    from attrrob.report import sweeps
+
+    runs = {}
+    for seed, (na, high) in enumerate(((0.987, 1.02), (0.977, 0.99))):
+        folder = tmp_path / f"run{seed}"
+        outputs.write_json(folder / "accuracy/summary.json", {
+            "natural_accuracy": {"mean": na, "ci_low": na - 0.01, "ci_high": high},
+            "adversarial_accuracy": {"mean": 0.5, "ci_low": 0.4, "ci_high": 0.6}})
+        outputs.write_json(folder / "attack_topk/summary.json", {"metrics": {
+            "topk_intersection": {"mean": 0.8, "ci_low": 0.7, "ci_high": 0.9},
+            "kendall_tau": {"mean": -0.95, "ci_low": -1.1, "ci_high": -0.8}}})
+        runs[str(seed)] = str(folder)
+    both = sweeps.run_values(runs, "topk")
+    assert _t_interval([0.987, 0.977])[1] > 1.0
+    assert both["NA"]["ci_high"] == 1.0 and both["NA"]["ci_low"] == pytest.approx(_t_interval([0.987, 0.977])[0])
+    one = sweeps.run_values({"0": runs["0"]}, "topk")
+    assert one["NA"]["ci_high"] == 1.0 and one["τ"]["ci_low"] == -1.0 and one["IN"]["ci_high"] == 0.9

@@ -18,11 +18,13 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import DataError
 from ..intervals import mean_ci
 from ..result_files import SUMMARY
-from .load import dataset_name, method_name
+from .load import dataset_name, method_name, spec as metric_spec
 
 # (label, evaluation, summary key, percent?)
 SWEEP_METRICS = (("NA", "accuracy", "natural_accuracy", True), ("AA", "accuracy", "adversarial_accuracy", True),
                  ("IN", "attack", "topk_intersection", True), ("τ", "attack", "kendall_tau", False))
+# Each metric's range, to which an interval is clipped as in the tables (τ is the tables' CO).
+_BOUNDS = {label: metric_spec("CO" if label == "τ" else label).bounds for label, *_ in SWEEP_METRICS}
 
 
 def _read_json(path: Path) -> dict | None:
@@ -76,12 +78,14 @@ def run_values(runs: Mapping[str, str], attack: str) -> dict:
             entry = summary.get(key) if kind == "accuracy" else (summary.get("metrics") or {}).get(key)
             if entry:
                 per_seed[seed] = {name: _finite(entry.get(name)) for name in ("mean", "ci_low", "ci_high")}
+        low, high = _BOUNDS[label]
         if len(per_seed) > 1:
-            over = mean_ci([value["mean"] for value in per_seed.values()])
+            over = mean_ci([value["mean"] for value in per_seed.values()], bounds=(low, high))
             interval = f"t interval over {over['n']} seeds"
             value = {"mean": over["mean"], "ci_low": over["ci_low"], "ci_high": over["ci_high"]}
         elif per_seed:
             value, interval = dict(next(iter(per_seed.values()))), "over test images (1 seed)"
+            value["ci_low"], value["ci_high"] = max(value["ci_low"], low), min(value["ci_high"], high)
         else:
             value, interval = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, "no result"
         out[label] = {**value, "interval": interval, "per_seed": {s: v["mean"] for s, v in per_seed.items()}}
