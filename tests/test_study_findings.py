@@ -118,3 +118,18 @@ def test_no_committed_run_gives_no_sentence(tmp_path):
     for seed in (0, 1):
         (tmp_path / f"results/seed~{seed}").mkdir(parents=True)
     assert Findings(tmp_path / "results", [0, 1], ["mnist"], METHODS, ["topk", "noise"]).markdown() == ""
+
+
+def test_a_method_with_one_of_three_seeds_shows_that_seeds_interval_over_images(tmp_path):
+    root = tmp_path / "results"
+    for seed in (0, 1, 2):
+        _write_method(root / f"seed~{seed}", "mnist", "ig_sum_norm", seed=5 * seed, n_images=60)
+    _write_method(root / "seed~0", "mnist", "sarkar", seed=99, n_images=60)
+    (sentence,) = [s for s in Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).paired("mnist")
+                   if s.startswith("**Sarkar")]
+    frames = [pd.read_csv(root / "seed~0/mnist" / m / "attack_topk/per_example.csv") for m in ("sarkar", "ig_sum_norm")]
+    values = [{int(r["index"]): r["topk_intersection"] for _, r in f.iterrows() if r["status"] == "attacked"}
+              for f in frames]
+    mean, low, high = _t([100 * (values[0][i] - values[1][i]) for i in values[0] if i in values[1]])
+    assert (f"`topk` {mean:+.2f} [{low:+.2f}, {high:+.2f}] points (1 seed, so no interval over seeds, "
+            "interval over its paired images; one seed so far") in sentence

@@ -121,12 +121,14 @@ class Findings:
                 row = frame.iloc[0]
                 stats = {f: row[f"topk_intersection_{f}"] for f in ("mean", "ci_low", "ci_high")}
                 per = row.get("topk_intersection_per_seed")
-                n = int(row.get("topk_intersection_n_seeds", 1)) if isinstance(per, dict) else 1
-                listed = ""
-                if isinstance(per, dict):
-                    listed = "; per seed " + ", ".join(f"{100 * v['mean']:+.2f}" for v in per.values() if v)
+                found = [v for v in per.values() if v] if isinstance(per, dict) else []
+                n = len(found) if isinstance(per, dict) else 1
+                listed = "; per seed " + ", ".join(f"{100 * v['mean']:+.2f}" for v in found) if n > 1 else ""
+                if n == 1 and found:  # one seed of several so far: its interval over the paired images
+                    stats = {f: found[0][f] for f in ("mean", "ci_low", "ci_high")}
+                over = "" if n > 1 else ", interval over its paired images"
                 cells.append(f"`{attack}` {_interval(stats, digits=2, signed=True)} points "
-                             f"({_seeds_text(n)}{listed}; {_resolved(stats, n)})")
+                             f"({_seeds_text(n)}{over}{listed}; {_resolved(stats, n)})")
             if cells:
                 out.append(f"**{load.method_name(a)} − {load.method_name(b)}, ΔIN on the same images.** "
                            + "; ".join(cells) + ".")

@@ -69,7 +69,9 @@ def runs_table(study: Path, runs: list[str]) -> str:
         lines.append(f"| `{name}` | {record['wall_s'] / 60:.1f} | {record['cpu_s'] / 60:.1f} | "
                      f"{record['load_average_start'][0]:.2f} → {record['load_average_end'][0]:.2f} |")
     lines += ["", f"Summed over these runs: {wall / 3600:.2f} h of wall time (runs overlap when the study "
-              f"runs several at once), {cpu / 3600:.2f} CPU-hours."]
+              f"runs several at once), {cpu / 3600:.2f} CPU-hours. A run's wall and CPU time are those of the "
+              "runner's call that finished it: a run resumed after a stop counts only its last part (the "
+              "cost table below has each job's own time)."]
     return "\n".join(lines) + "\n"
 
 
@@ -106,8 +108,9 @@ def cost_table(study: Path, runs: list[str]) -> str:
             cells.append(f"{sum(values) / len(values) / 60:.1f}" if values else "–")
         total = sum(sum(r.values()) for r in records) / len(records) / 60
         lines.append(f"| {key} | {len(records)} | " + " | ".join(cells) + f" | {total:.1f} |")
-    return ("CPU minutes per job (Snakemake's benchmark records; one thread per job, `nice`d, on a shared "
-            "2-core machine), the mean over each method's committed runs:\n\n" + "\n".join(lines) + "\n")
+    return ("CPU minutes per job (Snakemake's benchmark records; jobs `nice`d on a shared 2-core machine, one or "
+            "two threads each: a training's `train_metrics.json` records its count), the mean over each method's "
+            "committed runs:\n\n" + "\n".join(lines) + "\n")
 
 
 def _where(study: Path, plan: dict) -> tuple:
