@@ -56,7 +56,7 @@ def three_seeds(tmp_path):
 
 def test_baselines_are_the_means_and_t_intervals_over_seeds(three_seeds):
     root, _ = three_seeds
-    text = Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).baselines("mnist")
+    text = Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0, 1, 2]).baselines("mnist")
     for method, name in (("madry", "Madry PGD-AT"), ("natural", "Natural")):
         aa = [json.loads((root / f"seed~{s}/mnist/{method}/accuracy/summary.json").read_text())
               ["adversarial_accuracy"]["mean"] for s in (0, 1, 2)]
@@ -68,7 +68,7 @@ def test_baselines_are_the_means_and_t_intervals_over_seeds(three_seeds):
 
 def test_paired_differences_follow_a_plain_loop_and_say_whether_seeds_resolve_them(three_seeds):
     root, _ = three_seeds
-    sentences = Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).paired("mnist")
+    sentences = Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0, 1, 2]).paired("mnist")
     sentence = next(s for s in sentences if s.startswith("**Sarkar (CACR + WACR) − IG-SUM-NORM"))
     deltas = [100 * _paired_mean(root / f"seed~{s}", "sarkar", "ig_sum_norm") for s in (0, 1, 2)]
     mean, low, high = _t(deltas)
@@ -81,7 +81,7 @@ def test_paired_differences_follow_a_plain_loop_and_say_whether_seeds_resolve_th
 
 def test_one_seed_claims_nothing_across_seeds(three_seeds):
     root, _ = three_seeds
-    findings = Findings(root, [0], ["mnist"], METHODS, ["topk"])
+    findings = Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0])
     (sentence,) = [s for s in findings.paired("mnist") if s.startswith("**Sarkar")]
     delta = 100 * _paired_mean(root / "seed~0", "sarkar", "ig_sum_norm")
     assert f"`topk` {delta:+.2f} [" in sentence  # the interval over the paired images
@@ -96,7 +96,7 @@ def test_the_zero_direction_share_pools_every_attacked_image(three_seeds):
             frame = pd.read_csv(root / f"seed~{seed}/mnist/{method}/attack_topk/per_example.csv")
             done = frame[frame["status"] == "attacked"]
             attacked, zero = attacked + len(done), zero + int(done["zero_direction"].sum())
-    text = Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).walk("mnist")
+    text = Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0, 1, 2]).walk("mnist")
     assert f"{100 * zero / attacked:.1f}% at k = 200 (`topk`)" in text
 
 
@@ -108,7 +108,7 @@ def test_the_regularisers_share_of_the_loss_is_its_closed_form(three_seeds):
         weighted = 0.5 * last["wacr"].mean()
         shares.append(weighted / (last["ce"].mean() + weighted))
     mean, low, high = _t(shares)
-    text = Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).regularizers("mnist")
+    text = Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0, 1, 2]).regularizers("mnist")
     assert f"λ·R_WACR (λ = 0.5): {100 * mean:.2f} [{100 * low:.2f}, {100 * high:.2f}]% (3 seeds)" in text
     ratio = np.median([log.iloc[-2:]["cacr"].mean() / log.iloc[-2:]["wacr"].mean() for log in logs.values()])
     assert f"|R_CACR| / |R_WACR| at the end: {ratio:.2g} (median)" in text
@@ -117,7 +117,7 @@ def test_the_regularisers_share_of_the_loss_is_its_closed_form(three_seeds):
 def test_no_committed_run_gives_no_sentence(tmp_path):
     for seed in (0, 1):
         (tmp_path / f"results/seed~{seed}").mkdir(parents=True)
-    assert Findings(tmp_path / "results", [0, 1], ["mnist"], METHODS, ["topk", "noise"]).markdown() == ""
+    assert Findings(tmp_path / "results", ["mnist"], METHODS, ["topk", "noise"], seeds=[0, 1]).markdown() == ""
 
 
 def test_a_method_with_one_of_three_seeds_shows_that_seeds_interval_over_images(tmp_path):
@@ -125,7 +125,7 @@ def test_a_method_with_one_of_three_seeds_shows_that_seeds_interval_over_images(
     for seed in (0, 1, 2):
         _write_method(root / f"seed~{seed}", "mnist", "ig_sum_norm", seed=5 * seed, n_images=60)
     _write_method(root / "seed~0", "mnist", "sarkar", seed=99, n_images=60)
-    (sentence,) = [s for s in Findings(root, [0, 1, 2], ["mnist"], METHODS, ["topk"]).paired("mnist")
+    (sentence,) = [s for s in Findings(root, ["mnist"], METHODS, ["topk"], seeds=[0, 1, 2]).paired("mnist")
                    if s.startswith("**Sarkar")]
     frames = [pd.read_csv(root / "seed~0/mnist" / m / "attack_topk/per_example.csv") for m in ("sarkar", "ig_sum_norm")]
     values = [{int(r["index"]): r["topk_intersection"] for _, r in f.iterrows() if r["status"] == "attacked"}

@@ -52,18 +52,23 @@ def _resolved(stats: Mapping[str, float], n: int) -> str:
 
 
 class Findings:
-    """The sentences of one study (its committed results tree, seeds, data sets, methods, attacks)."""
+    """The sentences of one study: its committed results tree (seed~<s>/ folders), data sets,
+    methods and attacks (as collect-results takes them), its seeds and its sweeps' summaries."""
 
-    def __init__(self, results: Path, seeds: Sequence[int], datasets: Sequence[str], methods: Sequence[str],
-                 attacks: Sequence[str], sweeps: Sequence[Mapping] = ()):
+    def __init__(self, results: Path, datasets: Sequence[str], methods: Sequence[str], attacks: Sequence[str], *,
+                 seeds: Sequence[int], sweeps: Sequence[Mapping] = ()):
         self.results, self.seeds = results, list(seeds)
         self.datasets, self.methods, self.attacks = list(datasets), list(methods), list(attacks)
         self.sweeps = list(sweeps)
         self.searched = [a for a in self.attacks if a != report_lens.CONTROL]
+        self._tables: dict[str, tuple[pd.DataFrame, dict]] = {}
 
     # ---------------------------------------------------------------- helpers over seeds
     def _table(self, attack: str) -> tuple[pd.DataFrame, dict]:
-        return report_seeds.table(self.results, self.seeds, self.datasets, self.methods, attack)
+        """The table over seeds of one attack, read once (several sentences use it)."""
+        if attack not in self._tables:
+            self._tables[attack] = report_seeds.table(self.results, self.seeds, self.datasets, self.methods, attack)
+        return self._tables[attack]
 
     def _over_seeds(self, per_seed: dict, index: int, key: str) -> tuple[dict, int]:
         """A metric's mean over the seeds that have it, with its t interval (clipped as the tables')."""

@@ -230,13 +230,9 @@ class Runner:
             copied = store.reuse_files(o.study, run, other)
             if not copied:
                 return False
-            record = {"run": run.name, "config": o.config, "host": socket.gethostname(), "started": time.time(),
-                      "wall_s": 0.0, "cpu_s": 0.0, "load_average_start": [round(x, 2) for x in os.getloadavg()],
-                      "load_average_end": [round(x, 2) for x in os.getloadavg()], "jobs": [], "reused_from": other,
-                      "files": store.relative_names(copied, o.study)}
-            path = store.write_record(o.study, run, record)
-            store.commit(o.study, [*copied, path], f"study {o.study.name}: {run.name} (the files of {other}: "
-                                                   "identical settings, no job)")
+            load = os.getloadavg()
+            self._record_and_commit(run, copied, (time.time(), 0.0, 0.0, load, load), [],
+                                    f"the files of {other}: identical settings, no job", reused_from=other)
         self.log(f"committed {run.name}: the files of {other} (identical settings)")
         self.refresh_reports(f"after {run.name}")
         return True
@@ -248,19 +244,26 @@ class Runner:
         files = [*run.kept, *store.settings_files(o.root, run, names),
                  *study_plan.benchmark_files(o.root, run, names)]
         copied = store.copy_files(o.root, o.study, files)
+        self._record_and_commit(run, copied, timing, jobs_of(o.root, [f for f in files if f.endswith(".tsv")]),
+                                f"wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min, "
+                                f"load {load_start[0]:.2f} -> {load_end[0]:.2f}")
+        self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
+        self.commit_study_files(f"built by the time {run.name} finished")
+        self.refresh_reports(f"after {run.name}")
+
+    def _record_and_commit(self, run: Run, copied: list[Path], timing: tuple, jobs: list[dict], what: str,
+                           **extra) -> None:
+        """Write the run's record (its files, times, load; written last: the run is complete) and
+        commit it with the files, the message saying `what`."""
+        o = self.options
+        started, wall, cpu, load_start, load_end = timing
         record = {"run": run.name, "config": o.config, "host": socket.gethostname(),
                   "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
                   "load_average_start": [round(x, 2) for x in load_start],
                   "load_average_end": [round(x, 2) for x in load_end],
-                  "jobs": jobs_of(o.root, [f for f in files if f.endswith(".tsv")]),
-                  "files": store.relative_names(copied, o.study)}
+                  "jobs": jobs, **extra, "files": store.relative_names(copied, o.study)}
         path = store.write_record(o.study, run, record)
-        message = (f"study {o.study.name}: {run.name} (wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min, "
-                   f"load {load_start[0]:.2f} -> {load_end[0]:.2f})")
-        store.commit(o.study, [*copied, path], message)
-        self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
-        self.commit_study_files(f"built by the time {run.name} finished")
-        self.refresh_reports(f"after {run.name}")
+        store.commit(o.study, [*copied, path], f"study {o.study.name}: {run.name} ({what})")
 
     def commit_study_files(self, why: str) -> bool:
         """Commit the study files built so far (a sweep's selection, made when the first main run

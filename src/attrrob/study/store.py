@@ -49,8 +49,8 @@ def settings_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
 
 
 def restore(root: Path, study: Path, runs: list[str], study_files: list[str]) -> int:
-    """Copy the committed files of `runs` and the committed study files (a sweep's selection and
-    sweep.json) into the workflow's results/ where missing, study files last (newer than the runs
+    """Copy the committed files of `runs` and the committed study files (a sweep's selection; its
+    sweep.json the workflow writes when it is read) into the workflow's results/ where missing, study files last (newer than the runs
     they were made from); the number copied. A fresh machine then sees what an earlier one
     finished, so that a run depending on committed ones (a sweep's main runs read its selection)
     does not make them again; their weights stay missing, which reruns nothing (Snakemake builds
@@ -60,14 +60,12 @@ def restore(root: Path, study: Path, runs: list[str], study_files: list[str]) ->
         record = read_json(study / RESULTS / name / RECORD) or {}
         for file in record.get("files", []):
             if file.startswith(f"{RESULTS}/{name}/") and not (root / file).exists() and (study / file).is_file():
-                with outputs.atomic_path(root / file) as tmp:
-                    shutil.copyfile(study / file, tmp)
+                _copy(study / file, root / file)
                 copied += 1
     later = None
     for file in study_files:
         if not (root / file).exists() and (study / file).is_file():
-            with outputs.atomic_path(root / file) as tmp:
-                shutil.copyfile(study / file, tmp)
+            _copy(study / file, root / file)
             later = later or time.time() + 1
             os.utime(root / file, (later, later))
             copied += 1
@@ -117,12 +115,9 @@ def reuse_files(study: Path, run: Run, other: str) -> list[Path]:
             plan[name] = f"{run.folder}/{relative.as_posix()}"
     if not set(run.kept) <= set(plan.values()):
         return []
-    copied = []
     for name, target in plan.items():
-        with outputs.atomic_path(study / target) as tmp:
-            shutil.copyfile(study / name, tmp)
-        copied.append(study / target)
-    return copied
+        _copy(study / name, study / target)
+    return [study / target for target in plan.values()]
 
 
 def changed_setting(committed: dict, now: dict, prefix: str = "") -> str | None:
@@ -159,10 +154,15 @@ def copy_files(root: Path, study: Path, files: list[str]) -> list[Path]:
         source, target = root / name, study / name
         if not source.is_file():
             raise AttrrobError(f"{source}: missing although its job finished; rerun the study")
-        with outputs.atomic_path(target) as tmp:
-            shutil.copyfile(source, tmp)
+        _copy(source, target)
         written.append(target)
     return written
+
+
+def _copy(source: Path, target: Path) -> None:
+    """One file, written atomically (a stop never leaves half a file)."""
+    with outputs.atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def study_file_sources(root: Path, study_files: tuple[str, ...]) -> list[str]:
