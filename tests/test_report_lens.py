@@ -113,3 +113,45 @@ def test_collect_results_carries_lens_and_the_noise_section(results, tmp_path):
     table = (tmp_path / "t.md").read_text()
     assert "What the `topk` attack adds over the `noise` control" in table
     assert table.count("topk − noise") == 2 and "noise − noise" not in table
+
+
+def test_over_seeds_the_comparison_is_a_t_interval_over_each_seeds_paired_mean(tmp_path):
+    """Three seed trees: each side's cell is the mean over seeds of the seed's mean with scipy's t
+    interval over seeds; attack − noise is each seed's mean per-image difference (a plain loop over
+    matched images), then over seeds; a seed without a method's results counts out."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "results"
+    attacked = rng.random(25) < 0.8
+    diffs, attacks = [], []
+    for seed in (0, 1, 2):
+        noise = {f: rng.uniform(0.5, 1.0, 25) for f in FIELDS}
+        attack = {f: noise[f] - rng.uniform(0.0, 0.3, 25) for f in FIELDS}
+        _write(root / f"seed~{seed}", "natural", "noise", noise, attacked)
+        _write(root / f"seed~{seed}", "natural", "topk", attack, attacked)
+        diffs.append(np.mean([attack["topk_intersection"][i] - noise["topk_intersection"][i]
+                              for i in range(25) if attacked[i]]))
+        attacks.append(attack["lens_recall"][attacked].mean())
+    _write(root / "seed~0", "madry", "noise", {f: np.full(25, 0.9) for f in FIELDS}, attacked)
+    _write(root / "seed~0", "madry", "topk", {f: np.full(25, 0.8) for f in FIELDS}, attacked)
+    frame = report.seeds.lens(root, [0, 1, 2], ["digits"], ["natural", "madry"], "topk")
+    natural, madry = frame.iloc[0], frame.iloc[1]
+    want = _ci(diffs)
+    for f in ("mean", "ci_low", "ci_high"):
+        assert natural[f"topk_intersection_diff_{f}"] == pytest.approx(want[f])
+    assert natural["topk_intersection_diff_n_seeds"] == 3
+    assert natural["topk_intersection_diff_n"] == 3 * attacked.sum()  # paired images summed over seeds
+    assert (natural["lens_recall_attack_ci_low"], natural["lens_recall_attack_ci_high"]) == (
+        pytest.approx(_ci(attacks)["ci_low"]), pytest.approx(_ci(attacks)["ci_high"]))
+    # madry: one seed of three has results, so a mean and no interval over seeds
+    assert madry["topk_intersection_diff_mean"] == pytest.approx(-0.1)
+    assert math.isnan(madry["topk_intersection_diff_ci_low"]) and madry["topk_intersection_diff_n_seeds"] == 1
+    text = report.lens_markdown(frame)
+    assert "Means over 3 training seeds" in text and "with its t interval over seeds" in text
+    listed = report.seeds.lens_per_seed_markdown(frame)
+    line = next(row for row in listed.splitlines() if "Madry PGD-AT:" in row)
+    assert "IN (%) seed 0: -10.00 [-10.00, -10.00]; seed 1: –; seed 2: –" in line
+    # One seed: exactly the one run's comparison and note.
+    one = report.seeds.lens(root, [0], ["digits"], ["natural"], "topk")
+    plain = report.lens_comparison(root / "seed~0", ["digits"], ["natural"], "topk")
+    pd.testing.assert_frame_equal(one, plain)
+    assert report.lens_markdown(one) == report.lens_markdown(plain) and report.seeds.lens_per_seed_markdown(one) == ""

@@ -174,3 +174,18 @@ def test_a_sweeps_intervals_stay_within_the_metrics_range(tmp_path):
     assert both["NA"]["ci_high"] == 1.0 and both["NA"]["ci_low"] == pytest.approx(_t_interval([0.987, 0.977])[0])
     one = sweeps.run_values({"0": runs["0"]}, "topk")
     assert one["NA"]["ci_high"] == 1.0 and one["τ"]["ci_low"] == -1.0 and one["IN"]["ci_high"] == 0.9
+
+
+def test_the_zero_direction_share_pools_the_seeds_attacked_images(tmp_path):
+    from attrrob.report import seeds
+
+    root = tmp_path / "results"
+    for seed in (0, 1):
+        _write_method(root / f"seed~{seed}", "mnist", "natural", seed=seed)
+    across, per_seed = seeds.table(root, [0, 1], ["mnist"], ["natural"])
+    zero = [json.loads((root / f"seed~{s}/mnist/natural/attack_topk/summary.json").read_text())["counts"]
+            for s in (0, 1)]
+    pooled = sum(c["n_zero_direction"] for c in zero) / sum(c["n_attacked"] for c in zero)
+    assert across.iloc[0]["zero_direction_fraction"] == pytest.approx(pooled)
+    assert across.iloc[0]["IN_index_mean"] == pytest.approx(
+        np.mean([per_seed[s].iloc[0]["IN_index_mean"] for s in (0, 1)]), nan_ok=True)

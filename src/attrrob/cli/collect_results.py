@@ -94,7 +94,6 @@ def tables(results_dir, datasets, methods, attacks, seeds=None) -> str:
     parts = []
     pairs = [(a, b) for a, b in PAIRED if a in methods and b in methods]
     seeds, root = _seeds_and_root(results_dir, seeds)
-    first = _tree(results_dir, seeds[0])
     for attack in attacks:
         if root is None:
             table, per_seed = report.collect_table(results_dir, datasets, methods, attack), {None: None}
@@ -116,12 +115,14 @@ def tables(results_dir, datasets, methods, attacks, seeds=None) -> str:
             listed = report.seeds.paired_per_seed_markdown(paired)
             text += f"\n{listed}" if listed else ""
         if report.CONTROL in attacks and attack != report.CONTROL:
-            # The control comparison is per run: shown for the first seed (stated when there are more).
-            noise = report.lens_comparison(first, datasets, methods, attack, report.CONTROL)
-            if len(seeds) > 1:
-                text += f"\nThe attack-versus-control table below is seed {seeds[0]}'s alone.\n"
+            if root is None:
+                noise = report.lens_comparison(results_dir, datasets, methods, attack, report.CONTROL)
+            else:
+                noise = report.seeds.lens(root, seeds, datasets, methods, attack, report.CONTROL)
             text += (f"\nWhat the `{attack}` attack adds over the `{report.CONTROL}` control (LENS metrics beside IN "
                      f"and τ):\n\n" + report.lens_markdown(noise))
+            listed = report.seeds.lens_per_seed_markdown(noise)
+            text += f"\n{listed}" if listed else ""
         parts.append(text)
     return "\n".join(parts)
 

@@ -90,24 +90,33 @@ def _shown(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["control_found"] | (frame["attack_found"] & lens)]
 
 
-def lens_note(frame: pd.DataFrame) -> str:
-    """What the comparison shows and what it does not."""
+def lens_note(frame: pd.DataFrame, seeds: int = 1) -> str:
+    """What the comparison shows and what it does not; `seeds` > 1: a comparison over training seeds
+    (attrrob.report.seeds.lens)."""
     windows = sorted({int(w) for w in frame["window"].dropna()})
     ks = sorted({int(k) for k in frame["k"].dropna()})
     setting = (f" at k = {', '.join(map(str, ks))} and a {'/'.join(f'{w}×{w}' for w in windows)} window"
                if ks and windows else "")
-    return ("Means [95% CI] over the attacked (correctly classified) test images" + setting + ". "
-            f"The noise control takes one uniformly random ±ε sign step per image, with no search; an image "
+    if seeds > 1:
+        lead = (f"Means over {seeds} training seeds of each seed's mean over its attacked (correctly classified) "
+                f"test images{setting}, with a 95% t interval over seeds (a seed without results counts out; "
+                "one seed left gives no interval). ")
+        paired = ("attack − noise is each seed's paired per-image difference on the same images, then their "
+                  "mean over seeds with its t interval over seeds")
+    else:
+        lead = f"Means [95% CI] over the attacked (correctly classified) test images{setting}. "
+        paired = "attack − noise is the paired per-image difference on the same images with its 95% t interval"
+    return (lead + "The noise control takes one uniformly random ±ε sign step per image, with no search; an image "
             "whose label it changes keeps the original (metrics 1), as an attack's ineligible iterate does. "
-            "attack − noise is the paired per-image difference on the same images with its 95% t interval: "
-            "the drop the attack's search adds over noise of the same size (negative: the attack lowers the "
-            "metric more). LENS-recall/precision count a pixel as kept when it moved within its window "
+            f"{paired}: the drop the attack's search adds over noise of the same size (negative: the attack "
+            "lowers the metric more). LENS-recall/precision count a pixel as kept when it moved within its window "
             "(Kamath et al., AAAI 2024); top-k-div IN compares sets of spread-out pixels. Not shown: other "
             "windows, k, or noise magnitudes below ε.")
 
 
 def lens_markdown(frame: pd.DataFrame) -> str:
     """The comparison as a Markdown table (three lines per method: attack, noise, attack − noise)."""
+    seeds = frame.attrs.get("seeds", 1)
     frame = _shown(frame)
     if frame.empty:
         return f"No LENS or `{CONTROL}` control results yet (add `{CONTROL}` to the config's attacks).\n"
@@ -118,11 +127,12 @@ def lens_markdown(frame: pd.DataFrame) -> str:
             cells = [dataset_name(row["dataset"]), method_name(row["method"]), name]
             cells += [" ".join(t for t in _text(row, field, side, scale) if t) for field, _, scale in COMPARED]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
-    return "\n".join(lines) + "\n\n" + lens_note(frame) + "\n"
+    return "\n".join(lines) + "\n\n" + lens_note(frame, seeds) + "\n"
 
 
 def lens_html(frame: pd.DataFrame) -> str:
     """The comparison as HTML in the reports' table style; differences whose interval excludes 0 in bold."""
+    seeds = frame.attrs.get("seeds", 1)
     frame = _shown(frame)
     if frame.empty:
         return (f"<p><em>No LENS or <code>{CONTROL}</code> control results yet (add <code>{CONTROL}</code> to the "
@@ -144,7 +154,7 @@ def lens_html(frame: pd.DataFrame) -> str:
             body.append(f"<tr>{lead}<th class='method'>{html.escape(names[side])}</th>{''.join(cells)}</tr>")
     table = (f"<table class='attrrob-paper'><thead><tr><th class='corner'>Model</th><th class='corner'>Row</th>"
              f"{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
-    return table + f"<p class='note'>{html.escape(lens_note(frame))} Bold: an interval that excludes 0.</p>"
+    return table + f"<p class='note'>{html.escape(lens_note(frame, seeds))} Bold: an interval that excludes 0.</p>"
 
 
 def attack_means(summary: dict | None) -> dict[str, float | None]:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from ..intervals import mean_ci
 from .figures import plot_forest
+from .lens import COMPARED, SIDES, lens_comparison
 from .load import AUTOATTACK, METRICS, PathLike, dataset_name, method_name, spec
 from .paired import PAIRED_METRICS, paired_comparison
 from .tables import _CI_FIELDS, _fmt, collect_table
@@ -64,8 +65,9 @@ def note(seeds: Sequence[int]) -> str:
     return (f"{len(seeds)} seeds ({', '.join(map(str, seeds))}): each cell is the mean over seeds with a 95% t "
             "interval over seeds (the training seed is the unit of replication; a seed without a value, e.g. "
             "no attacked image, counts out, and one seed left gives no interval); image counts are summed "
-            "over seeds; an interval is clipped to the metric's range (0–100%, τ and ρ to ±1); each seed's "
-            "value with its interval over test images is listed below the table.")
+            "over seeds (the zero-direction share pools the seeds' attacked images); an interval is clipped to "
+            "the metric's range (0–100%, τ and ρ to ±1); each seed's value with its interval over test images is "
+            "listed below the table.")
 
 
 def _summary(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict:
@@ -97,6 +99,11 @@ def table(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], 
     for column in (*(f"{m.key}_n" for m in (*METRICS.values(), AUTOATTACK)), *COUNTS):
         stacked = pd.concat([frame[column] for frame in per_seed.values()], axis=1)
         first[column] = stacked.sum(axis=1, min_count=1)
+    # The share of attacked images whose walk met a zero direction pools the seeds' images (as the
+    # counts do); the tie share and IN with ties by index are means over the seeds that have them.
+    first["zero_direction_fraction"] = first["n_zero_direction"] / first["n_attacked"].where(first["n_attacked"] > 0)
+    for column in ("ties_share", "IN_index_mean"):
+        first[column] = pd.concat([frame[column] for frame in per_seed.values()], axis=1).mean(axis=1)
     first.attrs["seeds"] = len(seeds)
     return first, per_seed
 
@@ -192,4 +199,73 @@ def paired_per_seed_markdown(frame: pd.DataFrame) -> str:
             cells.append(f"{label} " + "; ".join(values))
         lines.append(f"- {dataset_name(row['dataset'])}, {method_name(row['a'])} − {method_name(row['b'])}: "
                      + " · ".join(cells))
+    return "\n".join(lines) + "\n"
+
+
+def _lens_bounds(side: str, scale: float) -> tuple[float, float]:
+    """The range of a compared metric (IN-like fractions in [0, 1], τ in [−1, 1]) or of an attack − noise
+    difference of it (twice as wide around 0)."""
+    low = 0.0 if scale == 100.0 else -1.0
+    return (low - 1.0, 1.0 - low) if side == "diff" else (low, 1.0)
+
+
+def lens(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], methods: Iterable[str],
+         attack: str = "topk", control: str = "noise") -> pd.DataFrame:
+    """`lens_comparison` per seed, then over seeds: per compared field and side (attack, control,
+    attack − control paired per seed), the mean over seeds of each seed's mean with its t interval
+    over seeds (`<field>_<side>_{mean,ci_low,ci_high}`, clipped to the metric's range), images
+    summed over seeds (`_n`), seeds with a value (`_n_seeds`) and, for the difference, each seed's
+    `{mean, ci_low, ci_high, n}` under `<field>_diff_per_seed`. One seed: that seed's comparison."""
+    datasets, methods = list(datasets), list(methods)
+    frames = {seed: lens_comparison(seed_dir(results_dir, seed), datasets, methods, attack, control)
+              for seed in seeds}
+    first = frames[seeds[0]].copy()
+    first.attrs["seeds"] = len(seeds)
+    if len(seeds) == 1 or first.empty:
+        return first
+    # Rows are data set × method in the same order in every seed's frame (lens_comparison's loop).
+    for found in ("attack_found", "control_found"):
+        first[found] = pd.concat([frame[found] for frame in frames.values()], axis=1).any(axis=1)
+    for column in ("window", "k"):  # evaluation settings: the first seed that recorded them
+        first[column] = pd.concat([frame[column] for frame in frames.values()], axis=1).bfill(axis=1).iloc[:, 0]
+    for field, _, scale in COMPARED:
+        for side in SIDES:
+            prefix = f"{field}_{side}"
+            means = pd.concat([frame[f"{prefix}_mean"] for frame in frames.values()], axis=1).to_numpy(float)
+            stats = [mean_ci(row, bounds=_lens_bounds(side, scale)) for row in means]
+            for name in ("mean", "ci_low", "ci_high"):
+                first[f"{prefix}_{name}"] = [s[name] for s in stats]
+            first[f"{prefix}_n_seeds"] = [s["n"] for s in stats]
+            first[f"{prefix}_n"] = pd.concat([frame[f"{prefix}_n"] for frame in frames.values()],
+                                             axis=1).sum(axis=1, min_count=1)
+        first[f"{field}_diff_per_seed"] = [
+            {seed: {name: float(frame.iloc[i][f"{field}_diff_{name}"]) for name in _CI_FIELDS}
+             for seed, frame in frames.items()} for i in range(len(first))]
+    return first
+
+
+def lens_per_seed_markdown(frame: pd.DataFrame) -> str:
+    """Each seed's attack − control difference with its interval over that seed's paired images."""
+    column = f"{COMPARED[0][0]}_diff_per_seed"
+    if frame.empty or column not in frame:
+        return ""
+    shown = frame[frame["attack_found"] & frame["control_found"]]
+    if shown.empty:
+        return ""
+    lines = [f"Per seed ({shown['attack'].iloc[0]} − {shown['control'].iloc[0]}, paired; difference "
+             "[95% interval over the seed's paired images]):", ""]
+    for _, row in shown.iterrows():
+        cells = []
+        for field, label, scale in COMPARED:
+            digits = 2 if scale == 100.0 else 3
+            values = []
+            for seed, value in row[f"{field}_diff_per_seed"].items():
+                if math.isnan(value["mean"]):
+                    values.append(f"seed {seed}: –")
+                    continue
+                interval = ("" if math.isnan(value["ci_low"]) else
+                            f" [{scale * value['ci_low']:+.{digits}f}, {scale * value['ci_high']:+.{digits}f}]")
+                values.append(f"seed {seed}: {scale * value['mean']:+.{digits}f}{interval}")
+            cells.append(f"{label} " + "; ".join(values))
+        lines.append(f"- {dataset_name(row['dataset'])}, {method_name(row['method'])}: " + " · ".join(cells))
     return "\n".join(lines) + "\n"

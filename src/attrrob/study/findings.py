@@ -161,17 +161,12 @@ class Findings:
             return None
         cells = []
         for attack in self.searched:
+            frame = report_seeds.lens(self.results, self.seeds, [dataset], self.methods, attack)
             per_method = []
-            for method in self.methods:
-                values = []
-                for seed in self.seeds:
-                    frame = report_lens.lens_comparison(report_seeds.seed_dir(self.results, seed), [dataset],
-                                                        [method], attack)
-                    value = frame.iloc[0]["topk_intersection_diff_mean"] if len(frame) else math.nan
-                    if not math.isnan(value):
-                        values.append(float(value))
-                if values:
-                    per_method.append((method, mean_ci(values), len(values)))
+            for _, row in frame.iterrows():
+                stats = {f: row[f"topk_intersection_diff_{f}"] for f in ("mean", "ci_low", "ci_high")}
+                if not math.isnan(stats["mean"]):
+                    per_method.append((row["method"], stats, int(row.get("topk_intersection_diff_n_seeds", 1))))
             if per_method:
                 listed = ", ".join(f"{load.method_name(m)} {_interval(s, digits=1, signed=True)} ({n} seed"
                                    f"{'' if n == 1 else 's'})" for m, s, n in per_method)
