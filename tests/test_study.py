@@ -66,10 +66,9 @@ def test_order_puts_named_runs_first_and_a_methods_sweep_before_its_main_runs():
 def test_a_main_run_waits_for_the_sweep_runs_in_progress(tmp_path):
     """Two workers: the second takes the main sarkar run while the first still trains a sweep run;
     it must not start before that sweep run ends (its selection needs it; Snakemake runs --nolock)."""
-    import queue
     import threading
 
-    from attrrob.study.runner import Options, Runner
+    from attrrob.study.runner import Options, Pending, Runner
 
     plan = study_plan.group(SWEEP_FILES)
     todo = [run for run in study_plan.ordered(plan.runs, ["natural"]) if "sarkar" in run.name]
@@ -85,9 +84,7 @@ def test_a_main_run_waits_for_the_sweep_runs_in_progress(tmp_path):
             events.append(("end", run.name))
 
     runner.run_one = fake_run
-    runs: queue.Queue = queue.Queue()
-    for run in todo:
-        runs.put(run)
+    runs = Pending(todo)
     workers = [threading.Thread(target=runner._worker, args=(runs, set())) for _ in range(2)]
     for worker in workers:
         worker.start()
@@ -118,6 +115,48 @@ def test_start_within_lets_the_runs_in_progress_finish_and_starts_no_other(tmp_p
     assert runner.run() == 0
     assert sorted(finished) == sorted(run.name for run in todo[:2]) and runner.left == [todo[2].name]
     assert any(line.startswith(f"drained: 1 run(s) not started ({todo[2].name})") for line in lines)
+
+
+def test_finish_within_passes_over_a_run_expected_to_end_too_late(tmp_path):
+    """--finish-within: a run whose method's longest committed run (at the same threads per run)
+    would end past the limit is passed over for later ones that fit; a run with no committed run
+    of its method starts; a method's main runs wait with its sweep runs (one estimate); the runs
+    left over are named (exit 0)."""
+    from attrrob.study.runner import Options, Runner
+
+    files = SWEEP_FILES + ["results/seed~0/mnist/madry/train_metrics.json",
+                           "results/seed~1/mnist/sarkar/train_metrics.json"]
+    plan = study_plan.group(files)
+    study = tmp_path / "s"
+    # Committed: one natural run (2 threads, 20 s), one sweep run of sarkar (2 threads, 1 h) and one
+    # madry run at 1 thread (its time says nothing about a 2-thread run).
+    for name, wall, threads in (("seed~0/mnist/natural", 20.0, 2), ("seed~0/mnist/sarkar/sweep/lam~1", 3600.0, 2),
+                                ("seed~0/mnist/madry", 1.0, 1)):
+        (study / "results" / name).mkdir(parents=True)
+        (study / "results" / name / store.RECORD).write_text(json.dumps(
+            {"run": name, "wall_s": wall, "cpu_s": wall, "threads_per_run": threads}))
+    todo = [run for run in study_plan.ordered(plan.runs, ["sarkar"])
+            if run.name not in ("seed~0/mnist/natural", "seed~0/mnist/sarkar/sweep/lam~1")]
+    assert [run.name for run in todo][:2] == ["seed~0/mnist/sarkar/sweep/lam~0.3", "seed~0/mnist/sarkar"]
+    lines: list[str] = []
+    runner = Runner(Options(root=tmp_path, config="c.yaml", study=study, jobs=1, threads_per_run=2,
+                            finish_within_s=600), log=lines.append)
+    assert runner.expected_wall_s(todo[0]) == 3600.0 and runner.expected_wall_s(todo[-1]) is None
+    runner.prepare = lambda: (study_plan.Plan((), plan.runs, ()), todo)
+    started: list[str] = []
+    runner.run_one = lambda run, names: started.append(run.name)
+    assert runner.run() == 0
+    # The sarkar sweep run (1 h expected) and so sarkar's main runs wait; natural (20 s) fits,
+    # madry has no 2-thread record and starts.
+    assert started == ["seed~1/mnist/natural", "seed~0/mnist/madry"]
+    assert sorted(runner.left) == ["seed~0/mnist/sarkar", "seed~0/mnist/sarkar/sweep/lam~0.3", "seed~1/mnist/sarkar"]
+    assert any(line.startswith("pass over seed~0/mnist/sarkar/sweep/lam~0.3: expected 60 min") for line in lines)
+    # Without the limit the order is kept as it was.
+    runner = Runner(Options(root=tmp_path / "again", config="c.yaml", study=study, jobs=1), log=lines.append)
+    runner.prepare = lambda: (study_plan.Plan((), plan.runs, ()), todo)
+    started.clear()
+    runner.run_one = lambda run, names: started.append(run.name)
+    assert runner.run() == 0 and started == [run.name for run in todo]
 
 
 def test_threads_per_run_gives_each_runs_jobs_that_many_threads(tmp_path):

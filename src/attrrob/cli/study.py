@@ -27,8 +27,9 @@ def _run(args: argparse.Namespace) -> None:
         raise AttrrobError(f"--jobs {args.jobs}: at least 1")
     if args.threads_per_run < 1:
         raise AttrrobError(f"--threads-per-run {args.threads_per_run}: at least 1")
-    if args.start_within is not None and not args.start_within >= 0:
-        raise AttrrobError(f"--start-within {args.start_within}: minutes, at least 0")
+    for flag, value in (("--start-within", args.start_within), ("--finish-within", args.finish_within)):
+        if value is not None and not value >= 0:
+            raise AttrrobError(f"{flag} {value}: minutes, at least 0")
     if not Path(args.config).is_file():
         raise AttrrobError(f"--config {args.config}: no such file")
     if not (Path.cwd() / "Snakefile").is_file():
@@ -37,6 +38,7 @@ def _run(args: argparse.Namespace) -> None:
                       redo=args.redo, snakemake_args=args.snakemake_args, target=args.target,
                       readme=args.readme, budgets=args.budgets, budget_sources=args.budget_sources, html=args.html,
                       start_within_s=None if args.start_within is None else 60 * args.start_within,
+                      finish_within_s=None if args.finish_within is None else 60 * args.finish_within,
                       threads_per_run=args.threads_per_run)
     runner = Runner(options, log=lambda line: print(line, flush=True))
 
@@ -116,6 +118,11 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--start-within", type=float, default=None, metavar="MINUTES",
                      help="start no run later than this after the start; those in progress finish and are "
                           "committed (a session or allocation of limited length). SIGUSR1 does the same now")
+    run.add_argument("--finish-within", type=float, default=None, metavar="MINUTES",
+                     help="start a run only if it is expected to end within this after the start (expected: "
+                          "the longest committed run of its data set and method at the same --threads-per-run; "
+                          "a run with none such is not held back); a run that does not fit is passed over for "
+                          "a later one that does")
     _report_arguments(run, "after each committed run, ")
     run.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],
                      help="more Snakemake options for every call (last)")

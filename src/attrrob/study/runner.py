@@ -15,7 +15,6 @@ workflow folder at a time (a lock in its .snakemake/ folder).
 from __future__ import annotations
 
 import os
-import queue
 import signal
 import socket
 import subprocess
@@ -63,9 +62,38 @@ class Options:
     # by side; more lets one long run finish within a session (its results then differ in the last
     # bits from a 1-thread run's; train_metrics.json records the thread count).
     threads_per_run: int = 1
+    # Start a run only if it is expected to end within this many seconds of the runner's start
+    # (None: no such check): its expected wall time is the longest of the committed runs of the same
+    # data set and method at the same threads_per_run; a run with none such is not held back. A run
+    # that does not fit is passed over for a later one that does.
+    finish_within_s: float | None = None
 
     def snakemake(self) -> list[str]:
         return ["--configfile", self.config, *self.snakemake_args]
+
+
+class Pending:
+    """The runs not yet started, in order; a worker takes the first that may start now."""
+
+    def __init__(self, runs):
+        self._runs, self._lock = list(runs), threading.Lock()
+
+    def take(self, may_start: Callable[[Run], bool]) -> Run | None:
+        """The first run for which `may_start(run)` holds, removed; None if none."""
+        with self._lock:
+            for index, run in enumerate(self._runs):
+                if may_start(run):
+                    return self._runs.pop(index)
+        return None
+
+    def remaining(self) -> list[Run]:
+        with self._lock:
+            return list(self._runs)
+
+
+def method_key(name: str) -> tuple[str, ...]:
+    """(data set, method) of a run folder `seed~<s>/<dataset>/<method>[/sweep/...]`."""
+    return tuple(PurePosixPath(name).parts[1:3])
 
 
 class Runner:
@@ -85,6 +113,7 @@ class Runner:
         self._sweeps_running: set[str] = set()
         self._sweeps_done = threading.Condition()
         self._study_file_names: tuple[str, ...] = ()  # the plan's study files (set by prepare)
+        self._passed_over: set[str] = set()  # runs said not to fit (--finish-within), logged once
 
     # ------------------------------------------------------------------ plan and skips
     def prepare(self) -> tuple[Plan, list[Run]]:
@@ -184,6 +213,35 @@ class Runner:
             return False
         return True
 
+    def expected_wall_s(self, run: Run) -> float | None:
+        """The longest wall time of a committed run (trained, not reused) of the run's data set and
+        method at this runner's threads per run; None when there is none."""
+        o = self.options
+        walls = []
+        for record_file in (o.study / study_plan.RESULTS).rglob(store.RECORD):
+            record = store.read_json(record_file) or {}
+            if (method_key(record.get("run", "")) == method_key(run.name) and "reused_from" not in record
+                    and record.get("threads_per_run") == o.threads_per_run):
+                walls.append(float(record["wall_s"]))
+        return max(walls) if walls else None
+
+    def _fits(self, run: Run) -> bool:
+        """Whether `run` may start now under --finish-within (always, without it)."""
+        limit = self.options.finish_within_s
+        if limit is None:
+            return True
+        # A method's sweep runs and main runs share one estimate, so a main run never overtakes the
+        # sweep runs its selection needs (ordered() puts them first).
+        expected = self.expected_wall_s(run)
+        left = limit - (time.monotonic() - self._started)
+        if expected is None or expected <= left:
+            return True
+        if run.name not in self._passed_over:
+            self._passed_over.add(run.name)
+            self.log(f"pass over {run.name}: expected {expected / 60:.0f} min (its method's longest committed run), "
+                     f"{max(left, 0) / 60:.0f} min left (--finish-within)")
+        return False
+
     # ------------------------------------------------------------------ one run
     def run_one(self, run: Run, names: set[str]) -> None:
         if self._reused(run, names):
@@ -259,6 +317,7 @@ class Runner:
         started, wall, cpu, load_start, load_end = timing
         record = {"run": run.name, "config": o.config, "host": socket.gethostname(),
                   "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                  "threads_per_run": o.threads_per_run,
                   "load_average_start": [round(x, 2) for x in load_start],
                   "load_average_end": [round(x, 2) for x in load_end],
                   "jobs": jobs, **extra, "files": store.relative_names(copied, o.study)}
@@ -288,11 +347,10 @@ class Runner:
         if store.commit(o.study, [*changed, *pages], f"study {o.study.name}: tables and reports regenerated ({why})"):
             self.log(f"regenerated {len(changed)} text file(s) and {len(pages)} HTML report(s) ({why})")
 
-    def _worker(self, runs: queue.Queue, names: set[str]) -> None:
+    def _worker(self, runs: Pending, names: set[str]) -> None:
         while self._may_start():
-            try:
-                run = runs.get_nowait()
-            except queue.Empty:
+            run = runs.take(self._fits)
+            if run is None:
                 return
             sweep = study_plan.is_sweep(run)
             with self._sweeps_done:
@@ -337,9 +395,7 @@ class Runner:
             code, _, _, log = self._snakemake(list(plan.upstream), 1, "upstream")
             if code != 0 or self.stopping:
                 raise AttrrobError(f"building the shared data failed (exit status {code}); see {log}")
-        runs: queue.Queue = queue.Queue()
-        for run in todo:
-            runs.put(run)
+        runs = Pending(todo)
         workers = [threading.Thread(target=self._worker, args=(runs, names), daemon=True)
                    for _ in range(max(1, min(o.jobs, len(todo))))]
         for worker in workers:
@@ -349,8 +405,7 @@ class Runner:
                 worker.join(0.5)
         if self.stopping:
             return 1
-        while not runs.empty():
-            self.left.append(runs.get_nowait().name)
+        self.left.extend(run.name for run in runs.remaining())
         if self.left:
             self.log(f"drained: {len(self.left)} run(s) not started ({', '.join(self.left[:3])}"
                      f"{', ...' if len(self.left) > 3 else ''}); rerun the same command to go on")
