@@ -235,6 +235,14 @@ def test_summary_without_its_table_is_one_clear_error():
         study_plan.parse_summary("Building DAG of jobs...\n")
 
 
+def test_snakemake_missing_from_path_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty folder: no snakemake on it
+    with pytest.raises(AttrrobError, match="snakemake: not found on PATH"):
+        study_plan.summary(tmp_path, [])
+    with pytest.raises(AttrrobError, match="report mnist: papermill: not found on PATH"):
+        regenerate._checked(["papermill", "in.ipynb", "out.ipynb"], "mnist")
+
+
 def test_changed_setting_names_the_first_differing_key():
     assert store.changed_setting({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 2}}) is None
     assert store.changed_setting({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}) == "b.c: 2 committed, 3 now"

@@ -168,7 +168,11 @@ def summary(root: Path, snakemake_args: list[str], target: str = "all") -> Plan:
     Reading the workflow also writes each job's settings.json (common.smk), which the study
     compares with the committed ones."""
     command = ["snakemake", target, *snakemake_args, "--summary"]
-    result = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run(command, cwd=root, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise AttrrobError("snakemake: not found on PATH; activate the environment attrrob is installed in "
+                           "(README: install)") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise AttrrobError(f"{' '.join(command)} failed in {root}: {last}")

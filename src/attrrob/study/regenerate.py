@@ -256,7 +256,11 @@ def _fixed_injected_id(notebook: Path) -> None:
 
 
 def _checked(command: list[str], name: str) -> None:
-    result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise AttrrobError(f"report {name}: {command[0]}: not found on PATH; activate the environment attrrob "
+                           "is installed in (README: install)") from None
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise AttrrobError(f"report {name}: {command[0]} failed: {last}")
