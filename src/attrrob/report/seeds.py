@@ -70,9 +70,13 @@ def note(seeds: Sequence[int]) -> str:
             "listed below the table.")
 
 
-def _summary(values: Sequence[float], bounds: tuple[float, float] | None = None) -> dict:
-    return {"mean": (out := mean_ci(values, bounds=bounds))["mean"], "ci_low": out["ci_low"], "ci_high": out["ci_high"],
-            "n_seeds": out["n"]}
+def over_seeds(per_seed: dict, index: int, key: str) -> dict:
+    """One table row's metric `key` over the seeds that have it: the mean of their means, its t
+    interval over seeds clipped to the metric's range, and how many seeds (`n_seeds`)."""
+    metric = spec(key)
+    out = mean_ci([float(frame.iloc[index][f"{key}_mean"]) for frame in per_seed.values()],
+                  bounds=metric.bounds if metric else None)
+    return {"mean": out["mean"], "ci_low": out["ci_low"], "ci_high": out["ci_high"], "n_seeds": out["n"]}
 
 
 def table(results_dir: PathLike, seeds: Sequence[int], datasets: Iterable[str], methods: Iterable[str],
@@ -137,10 +141,7 @@ def metrics_entry(per_seed: dict, index: int, keys: Sequence[str]) -> dict:
     for key in keys:
         seeds = {str(seed): {field: _json(frame.iloc[index][f"{key}_{field}"]) for field in _CI_FIELDS}
                  for seed, frame in per_seed.items()}
-        metric = spec(key)
-        summary = _summary([frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()],
-                           metric.bounds if metric else None)
-        out[key] = {**{k: _json(v) for k, v in summary.items()}, "per_seed": seeds}
+        out[key] = {**{k: _json(v) for k, v in over_seeds(per_seed, index, key).items()}, "per_seed": seeds}
     return out
 
 

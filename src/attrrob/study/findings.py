@@ -70,14 +70,6 @@ class Findings:
             self._tables[attack] = report_seeds.table(self.results, self.seeds, self.datasets, self.methods, attack)
         return self._tables[attack]
 
-    def _over_seeds(self, per_seed: dict, index: int, key: str) -> tuple[dict, int]:
-        """A metric's mean over the seeds that have it, with its t interval (clipped as the tables')."""
-        values = [frame.iloc[index][f"{key}_mean"] for frame in per_seed.values()]
-        values = [float(v) for v in values if not (v is None or math.isnan(float(v)))]
-        if not values:
-            return {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, 0
-        return mean_ci(values, bounds=load.spec(key).bounds), len(values)
-
     def _row(self, frame: pd.DataFrame, dataset: str, method: str) -> int | None:
         found = frame.index[(frame["dataset"] == dataset) & (frame["method"] == method)]
         return int(found[0]) if len(found) else None
@@ -92,9 +84,9 @@ class Findings:
             index = self._row(frame, dataset, method)
             if index is None:
                 continue
-            na, n = self._over_seeds(per_seed, index, "NA")
-            aa, _ = self._over_seeds(per_seed, index, "AA")
-            if n:
+            na = report_seeds.over_seeds(per_seed, index, "NA")
+            aa = report_seeds.over_seeds(per_seed, index, "AA")
+            if n := na["n_seeds"]:
                 parts.append(f"{load.method_name(method)}: AA {_interval(aa)}%, NA {_interval(na)}% "
                              f"({_seeds_text(n)})")
         return ("**The baselines.** " + "; ".join(parts) + ".") if parts else None
