@@ -189,3 +189,53 @@ def test_the_zero_direction_share_pools_the_seeds_attacked_images(tmp_path):
     assert across.iloc[0]["zero_direction_fraction"] == pytest.approx(pooled)
     assert across.iloc[0]["IN_index_mean"] == pytest.approx(
         np.mean([per_seed[s].iloc[0]["IN_index_mean"] for s in (0, 1)]), nan_ok=True)
+
+
+def test_a_sweep_in_progress_shows_its_points_run_with_their_loss_shares_and_its_selection_pending(tmp_path):
+    """Before its selection, a sweep shows the points run so far (the others —) with each regulariser's
+    weighted share of the loss at the end of training, here from a plain computation over the logs'
+    last 10% of rows, mean over the point's two seeds; and says the choice is still to be made."""
+    from attrrob import outputs
+    from attrrob.report import sweeps
+
+    rng = np.random.default_rng(3)
+    runs, expected = {}, {"cacr": [], "wacr": []}
+    for seed in (0, 1):
+        folder = tmp_path / f"lam~0.5/seed{seed}"
+        steps = np.arange(50, 1050, 50)  # 20 rows: the last 10% are the last 2
+        log = pd.DataFrame({"step": steps, "lr": 1e-3, "ce": rng.uniform(0.1, 1.0, 20),
+                            "cacr": rng.uniform(0, 1e-3, 20), "wacr": rng.uniform(1, 5, 20),
+                            "batch_accuracy": 0.9, "examples_per_s": 10.0})
+        log.insert(2, "total", log["ce"] + 0.5 * (log["cacr"] + log["wacr"]))
+        folder.mkdir(parents=True)
+        log.to_csv(folder / "train_log.csv", index=False)
+        outputs.write_json(folder / "train_metrics.json", {"dataset": "mnist", "method": "sarkar",
+                                                            "settings": {"lam": 0.5}})
+        for term in expected:
+            weighted = abs(0.5 * log[term].iloc[-2:].mean())
+            expected[term].append(weighted / (abs(log["ce"].iloc[-2:].mean()) + weighted))
+        runs[str(seed)] = str(folder)
+    select = {"attack": "topk_select", "metric": "IN", "num_examples": 200, "rule": "max", "na_guard": 2.0}
+    spec = {"dataset": "mnist", "method": "sarkar", "swept": [["train", "lam", [0.5, 2.5]]], "select": select,
+            "points": [{"label": "lam~0.5", "point": [["train", "lam", 0.5]], "runs": runs},
+                       {"label": "lam~2.5", "point": [["train", "lam", 2.5]], "runs": {"0": str(tmp_path / "none")}}],
+            "main_runs": {"0": str(tmp_path / "main")}, "selection": None}
+    summary = sweeps.summarise(spec, "topk")
+    assert summary["pending"] == select and summary["selection"] is None
+    shares = summary["points"][0]["loss_shares"]
+    assert shares["λ·R_CACR"] == {"mean": pytest.approx(np.mean(expected["cacr"])), "n": 2}
+    assert shares["λ·R_WACR"] == {"mean": pytest.approx(np.mean(expected["wacr"])), "n": 2}
+    assert summary["points"][1]["loss_shares"] == {} and summary["main"]["loss_shares"] == {}
+    table = sweeps.markdown(summary)
+    assert "Selection pending: made on the validation split (200 images, IN under `topk_select`" in table
+    assert "| λ·R_CACR share | λ·R_WACR share | Interval |" in table
+    assert f"| {100 * np.mean(expected['wacr']):.3g}% | over test images" not in table  # no test numbers yet
+    assert f"| {100 * np.mean(expected['wacr']):.3g}% | no result |" in table
+    assert "| lam~2.5 | 0 | — | — | — | — | — | — | no result |" in table
+    assert sweeps.interval_note(summary) == ("No point has a test result yet. No point is chosen yet: the choice "
+                                             "on validation waits for every point's run.")
+    spec["selection"] = {"metric": "IN", "attack": "topk_select", "rule": "max", "split": "validation",
+                         "num_examples": 200, "chosen": {"label": "lam~0.5"}, "candidates": []}
+    chosen = sweeps.summarise(spec, "topk")
+    assert chosen["pending"] is None and "Selection pending" not in sweeps.markdown(chosen)
+    assert sweeps.interval_note(chosen).endswith(" The ringed point is the one chosen on validation data.")

@@ -460,7 +460,7 @@ def test_reports_regenerate_from_the_committed_folder_alone(repo, tmp_path):
     assert "Sweep: digits (8×8), Madry PGD-AT" in (clone / STUDY / "reports/digits.html").read_text()
     # The sentences above the tables, from the same files: the baselines and the sweep's choice.
     assert "- **The baselines.** Natural: AA " in readme and "(2 seeds, t interval over seeds)" in readme
-    assert "- **Madry PGD-AT's sweep** (`topk` on test; one entry per point): " in readme
+    assert "- **Madry PGD-AT's sweep** (test numbers under `topk`; one entry per point): " in readme
     assert "images by max of validation IN under the topk attack" in readme
     assert f"first point listed: **{chosen}** (validation IN " in readme
     for name in ("summary", "digits"):

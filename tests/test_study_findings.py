@@ -133,3 +133,19 @@ def test_a_method_with_one_of_three_seeds_shows_that_seeds_interval_over_images(
     mean, low, high = _t([100 * (values[0][i] - values[1][i]) for i in values[0] if i in values[1]])
     assert (f"`topk` {mean:+.2f} [{low:+.2f}, {high:+.2f}] points (1 seed, so no interval over seeds, "
             "interval over its paired images; one seed so far") in sentence
+
+
+def test_a_sweep_in_progress_lists_each_points_loss_shares_and_that_its_choice_waits(tmp_path):
+    test = {"NA": {"mean": 0.98}, "AA": {"mean": 0.884},
+            "IN": {"mean": 0.861, "ci_low": 0.851, "ci_high": 0.871}, "τ": {"mean": 0.4342}}
+    missing = {k: {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan} for k in test}
+    summary = {"method": "sarkar", "attack": "topk", "selection": None,
+               "pending": {"attack": "topk_select", "metric": "IN", "num_examples": 200, "rule": "max"},
+               "points": [{"label": "lam~0.1", "chosen": False, "test": test,
+                           "loss_shares": {"λ·R_CACR": {"mean": 2.25e-6, "n": 1}, "λ·R_WACR": {"mean": 0.0622, "n": 1}}},
+                          {"label": "lam~0.5", "chosen": False, "test": missing, "loss_shares": {}}]}
+    text = Findings(tmp_path, ["mnist"], ["sarkar"], ["topk"], seeds=[0]).sweep(summary)
+    assert text == ("**Sarkar (CACR + WACR)'s sweep** (test numbers under `topk`, and each regulariser's weighted "
+                    "share of the loss at the end of training as in the last item; one entry per point): lam~0.1: "
+                    "IN 86.1 [85.1, 87.1]%, τ 0.434, AA 88.4%, λ·R_CACR 0.000225%, λ·R_WACR 6.22%. The choice on "
+                    "validation is made once every point is run (1 of 2 so far).")

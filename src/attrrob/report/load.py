@@ -290,7 +290,12 @@ def collect_per_example(results_dir: PathLike, datasets: Iterable[str], methods:
 
 def load_train_log(results_dir: PathLike, dataset: str, method: str) -> pd.DataFrame | None:
     """`train_log.csv` (step, lr, total, one column per loss term, batch_accuracy, examples_per_s), or None."""
-    path = _result_dir(results_dir, dataset, method) / TRAIN_LOG
+    return load_run_train_log(_result_dir(results_dir, dataset, method), dataset, method)
+
+
+def load_run_train_log(run_dir: PathLike, dataset: str, method: str) -> pd.DataFrame | None:
+    """`load_train_log` of one run's folder: a main run's, or a sweep point's below its method's."""
+    path = Path(run_dir) / TRAIN_LOG
     _check_record(path, path.with_name(TRAIN_METRICS), dataset, method, "attrrob train")
     return _read_csv(path, ("step", "total", "batch_accuracy"), "attrrob train")
 
@@ -302,7 +307,12 @@ def loss_terms(log: pd.DataFrame) -> list[str]:
 
 def load_train_metrics(results_dir: PathLike, dataset: str, method: str) -> dict | None:
     """`train_metrics.json`, or None if it does not exist yet."""
-    return _read_json(_result_dir(results_dir, dataset, method) / TRAIN_METRICS, dataset, method)
+    return load_run_train_metrics(_result_dir(results_dir, dataset, method), dataset, method)
+
+
+def load_run_train_metrics(run_dir: PathLike, dataset: str, method: str) -> dict | None:
+    """`load_train_metrics` of one run's folder."""
+    return _read_json(Path(run_dir) / TRAIN_METRICS, dataset, method)
 
 
 def _read_npz(path: Path, required) -> dict | None:

@@ -18,13 +18,16 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import DataError
 from ..intervals import mean_ci
 from ..result_files import SUMMARY
-from .load import dataset_name, method_name, spec as metric_spec
+from .load import dataset_name, load_run_train_log, load_run_train_metrics, method_name, spec as metric_spec
 
 # (label, evaluation, summary key, percent?)
 SWEEP_METRICS = (("NA", "accuracy", "natural_accuracy", True), ("AA", "accuracy", "adversarial_accuracy", True),
                  ("IN", "attack", "topk_intersection", True), ("τ", "attack", "kendall_tau", False))
 # Each metric's range, to which an interval is clipped as in the tables (τ is the tables' CO).
 _BOUNDS = {label: metric_spec("CO" if label == "τ" else label).bounds for label, *_ in SWEEP_METRICS}
+
+
+NO_RESULT = "no result"  # a point's Interval entry before any of its runs is evaluated
 
 
 def _read_json(path: Path) -> dict | None:
@@ -87,20 +90,40 @@ def run_values(runs: Mapping[str, str], attack: str) -> dict:
             value, interval = dict(next(iter(per_seed.values()))), "over test images (1 seed)"
             value["ci_low"], value["ci_high"] = max(value["ci_low"], low), min(value["ci_high"], high)
         else:
-            value, interval = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, "no result"
+            value, interval = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, NO_RESULT
         out[label] = {**value, "interval": interval, "per_seed": {s: v["mean"] for s, v in per_seed.items()}}
     return out
 
 
+def run_loss_shares(runs: Mapping[str, str], dataset: str, method: str) -> dict:
+    """Per regulariser term the method logs (label 'λ·R_WACR'), its weighted share of the loss at the
+    end of training (attrrob.report.magnitudes): the mean over the point's seeds that have a training
+    log, and how many (`n`); {} for a method without such terms or before any training is done."""
+    from .magnitudes import regularizer_magnitudes
+
+    shares: dict[str, list[float]] = {}
+    for seed in sorted(runs, key=int):
+        log = load_run_train_log(runs[seed], dataset, method)
+        settings = (load_run_train_metrics(runs[seed], dataset, method) or {}).get("settings")
+        for row in regularizer_magnitudes({method: log}, {method: settings}).to_dict("records"):
+            if math.isfinite(row["weighted_share_end"]):
+                shares.setdefault(f"{row['weight_name']}·{row['term']}", []).append(float(row["weighted_share_end"]))
+    return {label: {"mean": sum(values) / len(values), "n": len(values)} for label, values in shares.items()}
+
+
 def summarise(spec: Mapping, attack: str) -> dict:
-    """A sweep's test numbers: each point (chosen marked) and the method's main runs."""
+    """A sweep's test numbers and loss shares: each point (chosen marked) and the method's main runs.
+
+    `selection` is the choice made (None without one); `pending` the sweep's `select:` settings
+    while its choice is still to be made (the study's points not all run yet), else None."""
     selection = spec.get("selection") or {}
     chosen = (selection.get("chosen") or {}).get("label")
     validation = {c["label"]: c for c in selection.get("candidates", [])}
     points = []
     for point in spec["points"]:
         entry = {"label": point["label"], "point": point["point"], "seeds": sorted(point["runs"], key=int),
-                 "test": run_values(point["runs"], attack), "chosen": point["label"] == chosen}
+                 "test": run_values(point["runs"], attack), "chosen": point["label"] == chosen,
+                 "loss_shares": run_loss_shares(point["runs"], spec["dataset"], spec["method"])}
         if point["label"] in validation:
             entry["validation"] = {"metric": selection["metric"], "value": validation[point["label"]]["value"],
                                    "ci_low": validation[point["label"]]["ci_low"],
@@ -109,9 +132,17 @@ def summarise(spec: Mapping, attack: str) -> dict:
         points.append(entry)
     return {"dataset": spec["dataset"], "method": spec["method"], "attack": attack, "swept": spec["swept"],
             "points": points, "main": {"seeds": sorted(spec["main_runs"], key=int),
-                                       "test": run_values(spec["main_runs"], attack)},
+                                       "test": run_values(spec["main_runs"], attack),
+                                       "loss_shares": run_loss_shares(spec["main_runs"], spec["dataset"],
+                                                                      spec["method"])},
             "selection": None if not selection else {key: selection[key] for key in
-                                                     ("metric", "attack", "rule", "split", "num_examples", "chosen")}}
+                                                     ("metric", "attack", "rule", "split", "num_examples", "chosen")},
+            "pending": spec.get("select") if not selection and spec.get("select") else None}
+
+
+def _share_cell(shares: Mapping, label: str) -> str:
+    entry = shares.get(label)
+    return "—" if not entry else f"{100 * entry['mean']:.3g}%"  # 3 significant digits: R_CACR's share can be 1e-5
 
 
 def _cell(value: Mapping, percent: bool) -> str:
@@ -133,18 +164,30 @@ def markdown(summary: Mapping) -> str:
         lines.append(f"Chosen on the {selection['split']} split ({selection['num_examples']} images), never "
                      f"test: {selection['rule']}. Chosen: **{selection['chosen']['label']}**; the main runs "
                      "train with it.")
+    elif summary.get("pending"):
+        pending = summary["pending"]
+        lines.append(f"Selection pending: made on the validation split ({pending['num_examples']} images, "
+                     f"{pending['metric']} under `{pending['attack']}`, rule {pending['rule']}) once every point "
+                     "is run; a point not run yet shows —, and the main runs train with the chosen point.")
     else:
         lines.append("No selection: every point is reported; the main runs keep the configured settings.")
+    shares = list(dict.fromkeys(label for entry in (*summary["points"], summary["main"])
+                                for label in entry.get("loss_shares", {})))
     lines += ["", f"Test numbers, `{summary['attack']}` attack for IN and τ; 95% intervals over seeds with "
-              "several seeds, else over test images (the Interval column says which).", ""]
+              "several seeds, else over test images (the Interval column says which)."
+              + (" Loss share: the regulariser's weighted share of the loss at the end of training "
+                 "(|weight × term| / (CE + |weight × term|), last 10% of logged steps, mean over the seeds)."
+                 if shares else ""), ""]
     validation = f" | validation {selection['metric']}" if selection else ""
     lines.append("| Point | Seeds | " + " | ".join(label for label, *_ in SWEEP_METRICS) + validation
-                 + " | Interval |")
-    lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0)))
+                 + "".join(f" | {label} share" for label in shares) + " | Interval |")
+    lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0) + len(shares)))
 
-    def row(name, seeds, test, extra):
+    def row(name, seeds, entry, extra):
+        test = entry["test"]
         cells = [_cell(test[label], percent) for label, _, _, percent in SWEEP_METRICS]
         interval = test["NA"]["interval"]
+        extra += "".join(f" | {_share_cell(entry.get('loss_shares', {}), label)}" for label in shares)
         return f"| {name} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + extra + f" | {interval} |"
 
     for point in summary["points"]:
@@ -154,8 +197,8 @@ def markdown(summary: Mapping) -> str:
             v = point.get("validation")
             extra = " | " + (_cell({"mean": _finite(v["value"]), "ci_low": _finite(v["ci_low"]),
                                     "ci_high": _finite(v["ci_high"])}, v["metric"] != "tau") if v else "—")
-        lines.append(row(name, point["seeds"], point["test"], extra))
-    lines.append(row("main runs", summary["main"]["seeds"], summary["main"]["test"], " | —" if selection else ""))
+        lines.append(row(name, point["seeds"], point, extra))
+    lines.append(row("main runs", summary["main"]["seeds"], summary["main"], " | —" if selection else ""))
     return "\n".join(lines) + "\n"
 
 
@@ -194,6 +237,12 @@ def plot_sensitivity(summary: Mapping, key_index: int):
                             label="chosen (validation)")
         if log_x:
             ax.set_xscale("log")
+        if numeric and min(values) < max(values):  # every swept value in view, run or not yet
+            if log_x:
+                ax.set_xlim(min(values) / 1.5, max(values) * 1.5)
+            else:
+                margin = 0.05 * (max(values) - min(values))
+                ax.set_xlim(min(values) - margin, max(values) + margin)
         if not numeric:
             ax.set_xticks(range(len(values)), [str(v) for v in values])
         ax.set_xlabel(key if section == "train" else f"{section}.{key}")
@@ -207,8 +256,14 @@ def plot_sensitivity(summary: Mapping, key_index: int):
 
 
 def interval_note(summary: Mapping) -> str:
-    kinds = sorted({p["test"]["NA"]["interval"] for p in summary["points"]})
-    return "Error bars: 95% " + "; ".join(kinds) + "."
+    """The sensitivity plots' note: what the error bars are, and which point is ringed (if any yet)."""
+    kinds = sorted({p["test"]["NA"]["interval"] for p in summary["points"]} - {NO_RESULT})
+    text = "Error bars: 95% " + "; ".join(kinds) + "." if kinds else "No point has a test result yet."
+    if any(p["chosen"] for p in summary["points"]):
+        return text + " The ringed point is the one chosen on validation data."
+    if summary.get("pending"):
+        return text + " No point is chosen yet: the choice on validation waits for every point's run."
+    return text
 
 
 def figure_title(summary: Mapping, key_index: int) -> str:

@@ -174,9 +174,17 @@ class Findings:
         if not shown:
             return None
         name = load.method_name(summary["method"])
-        text = f"**{name}'s sweep** (`{summary['attack']}` on test; one entry per point): "
+        shares = any(p.get("loss_shares") for p in shown)
+        text = (f"**{name}'s sweep** (test numbers under `{summary['attack']}`"
+                + (", and each regulariser's weighted share of the loss at the end of training as in the last "
+                   "item" if shares else "") + "; one entry per point): ")
         text += "; ".join(f"{p['label']}: IN {_interval(p['test']['IN'], digits=1)}%, τ "
-                          f"{p['test']['τ']['mean']:.3f}, AA {_pct(p['test']['AA']['mean'])}%" for p in shown)
+                          f"{p['test']['τ']['mean']:.3f}, AA {_pct(p['test']['AA']['mean'])}%"
+                          + "".join(f", {label} {100 * share['mean']:.3g}%"
+                                    for label, share in p.get("loss_shares", {}).items()) for p in shown)
+        if summary.get("pending"):
+            text += (f". The choice on validation is made once every point is run ({len(shown)} of "
+                     f"{len(summary['points'])} so far)")
         if chosen is not None and summary["selection"]:
             selection = summary["selection"]
             value = chosen.get("validation", {}).get("value")

@@ -166,14 +166,15 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def study_file_sources(root: Path, study_files: tuple[str, ...]) -> list[str]:
-    """The built study files (paths from the workflow root), each with the JSON files beside it
-    (a selection's sweep.json, which the workflow writes when it is read): what a study keeps of
-    them, whenever they exist."""
+    """The built study files (paths from the workflow root) and the JSON files beside them (a
+    selection's sweep.json, which the workflow writes when it is read, so that the reports show a
+    sweep's points run so far before its selection is made): what a study keeps of them, whenever
+    they exist."""
     found: dict[str, None] = {}
     for name in study_files:
+        for sibling in sorted((root / name).parent.glob("*.json")):
+            found[sibling.relative_to(root).as_posix()] = None
         if (root / name).is_file():
-            for sibling in sorted((root / name).parent.glob("*.json")):
-                found[sibling.relative_to(root).as_posix()] = None
             found[name] = None
     return list(found)
 
