@@ -1,5 +1,5 @@
-"""`attrrob study run|report`: a resumable study committed run by run, and its tables, README
-section, budgets page and HTML reports rebuilt from the committed folder alone.
+"""`attrrob study run|report|status`: a resumable study committed run by run, its tables, README
+section, budgets page and HTML reports rebuilt from the committed folder alone, and where it stands.
 
   attrrob study run --config config/mnist_cpu.yaml --study studies/mnist_cpu --jobs 2 \\
       --order natural madry ig_sum_norm ig_norm sarkar --readme README.md --budgets docs/budgets.md \\
@@ -7,6 +7,7 @@ section, budgets page and HTML reports rebuilt from the committed folder alone.
   attrrob study report --study studies/mnist_cpu --readme README.md --budgets docs/budgets.md \\
       --budget-sources studies/mnist_cpu/budget studies/digits_quickstart/budget --html
   (the same with --check instead of --html: CI's comparison, writes nothing)
+  attrrob study status --study studies/mnist_cpu --jobs 1 --threads-per-run 2
 """
 
 from __future__ import annotations
@@ -89,6 +90,16 @@ def _report(args: argparse.Namespace) -> None:
                            "a clone should carry")
 
 
+def _status(args: argparse.Namespace) -> None:
+    from attrrob.study import status
+
+    for flag, value in (("--jobs", args.jobs), ("--threads-per-run", args.threads_per_run)):
+        if value < 1:
+            raise AttrrobError(f"{flag} {value}: at least 1")
+    for line in status.report(Path.cwd(), args.study, args.threads_per_run, args.jobs):
+        print(line)
+
+
 def _report_arguments(parser: argparse.ArgumentParser, when: str) -> None:
     parser.add_argument("--readme", type=Path, help=f"{when}fill this README's results section")
     parser.add_argument("--budgets", type=Path, help=f"{when}write the budgets page (docs/budgets.md) here")
@@ -131,8 +142,14 @@ def main(argv: list[str] | None = None) -> None:
     _report_arguments(report, "")
     report.add_argument("--check", action="store_true",
                         help="write nothing; fail when a text file differs from what the study gives (CI)")
+    status = sub.add_parser("status", help="each planned run committed, in progress or to run, and the "
+                                          "expected wall time left (reads files, runs nothing)")
+    status.add_argument("--study", type=Path, required=True)
+    status.add_argument("--jobs", type=int, default=1, help="runs at a time, for the time left (default 1)")
+    status.add_argument("--threads-per-run", type=int, default=1, metavar="N",
+                        help="threads per run the runs left will have, for their estimates (default 1)")
     args = parser.parse_args(argv)
-    {"run": _run, "report": _report}[args.command](args)
+    {"run": _run, "report": _report, "status": _status}[args.command](args)
 
 
 if __name__ == "__main__":

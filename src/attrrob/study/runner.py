@@ -27,6 +27,7 @@ from typing import Callable
 from attrrob import outputs
 from attrrob.errors import AttrrobError
 from attrrob.study import plan as study_plan
+from attrrob.study import status as study_status
 from attrrob.study import store
 from attrrob.study.plan import Plan, Run
 
@@ -89,11 +90,6 @@ class Pending:
     def remaining(self) -> list[Run]:
         with self._lock:
             return list(self._runs)
-
-
-def method_key(name: str) -> tuple[str, ...]:
-    """(data set, method) of a run folder `seed~<s>/<dataset>/<method>[/sweep/...]`."""
-    return tuple(PurePosixPath(name).parts[1:3])
 
 
 class Runner:
@@ -214,16 +210,9 @@ class Runner:
         return True
 
     def expected_wall_s(self, run: Run) -> float | None:
-        """The longest wall time of a committed run (trained, not reused) of the run's data set and
-        method at this runner's threads per run; None when there is none."""
-        o = self.options
-        walls = []
-        for record_file in (o.study / study_plan.RESULTS).rglob(store.RECORD):
-            record = store.read_json(record_file) or {}
-            if (method_key(record.get("run", "")) == method_key(run.name) and "reused_from" not in record
-                    and record.get("threads_per_run") == o.threads_per_run):
-                walls.append(float(record["wall_s"]))
-        return max(walls) if walls else None
+        """The run's expected wall time at this runner's threads per run (attrrob.study.status)."""
+        return study_status.expected_wall_s(study_status.records(self.options.study), run.name,
+                                            self.options.threads_per_run)
 
     def _fits(self, run: Run) -> bool:
         """Whether `run` may start now under --finish-within (always, without it)."""
@@ -381,7 +370,7 @@ class Runner:
         o = self.options
         from attrrob.locks import holder_pid, try_flock
 
-        lock = o.root / ".snakemake" / "attrrob-study-runner.lock"
+        lock = o.root / study_status.RUNNER_LOCK
         lock.parent.mkdir(parents=True, exist_ok=True)
         self._runner_lock = try_flock(lock)  # released when this process exits
         if self._runner_lock is None:

@@ -1,0 +1,147 @@
+"""Where a study stands, read without running anything: each planned run committed (its wall and CPU
+time), in progress (the last progress line of its newest job log), or to run (its expected wall time);
+and the expected wall time of what is left.
+
+The plan is the committed plan.json, each committed run's record its study_run.json; progress and
+the runner's lock are read from the workflow folder the study runs in. A run's expected wall time is
+the longest of the committed runs (trained, not reused) of its data set and method at the same
+threads per run: the estimate `attrrob study run --finish-within` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path, PurePosixPath
+
+from attrrob.errors import AttrrobError
+from attrrob.study import plan as study_plan
+from attrrob.study import store
+
+RUNNER_LOCK = Path(".snakemake") / "attrrob-study-runner.lock"
+# attrrob.logs.Progress's line: "<time> INFO <logger>: <what>: <done>/<total> <unit> (<share>%), ..., ETA <h:mm:ss>"
+_PROGRESS = re.compile(r"^(?P<time>\S+ \S+) \w+ \S+: (?P<what>.+?): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\S+) "
+                       r"\((?P<share>\d+)%\).*ETA (?P<eta>\S+)$")
+
+
+def method_key(name: str) -> tuple[str, ...]:
+    """(data set, method) of a run folder `seed~<s>/<dataset>/<method>[/sweep/...]`."""
+    return tuple(PurePosixPath(name).parts[1:3])
+
+
+def records(study: Path) -> dict[str, dict]:
+    """Each committed run's record (study_run.json), by run name."""
+    found = {}
+    for path in sorted((study / study_plan.RESULTS).rglob(store.RECORD)):
+        record = store.read_json(path) or {}
+        if "run" in record:
+            found[record["run"]] = record
+    return found
+
+
+def expected_wall_s(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> float | None:
+    """The longest wall time of a committed run (trained, not reused) of `run_name`'s data set and
+    method at `threads_per_run`; None when there is none."""
+    walls = [float(record["wall_s"]) for record in records_by_run.values()
+             if method_key(record.get("run", "")) == method_key(run_name) and "reused_from" not in record
+             and record.get("threads_per_run") == threads_per_run]
+    return max(walls) if walls else None
+
+
+def reuses_a_sweep_point(root: Path, study: Path, run_name: str) -> bool:
+    """Whether `run_name` is a main run that will take the files of its sweep's chosen point: its
+    seed is one the selecting sweep runs every point at (the runner reuses an identical run). The
+    sweep is the study's sweep.json, else the one the workflow at `root` wrote."""
+    parts = PurePosixPath(run_name).parts
+    if len(parts) != 3 or not parts[0].startswith("seed~"):
+        return False
+    sweep = Path(study_plan.RESULTS, "sweeps", parts[1], parts[2], "sweep.json")
+    spec = study_plan.read_json(study / sweep) or study_plan.read_json(root / sweep) or {}
+    return bool(spec.get("select")) and parts[0][len("seed~"):] in {str(seed) for seed in spec.get("seeds", [])}
+
+
+def _run_logs(root: Path, run_name: str, run_names: set[str]) -> list[Path]:
+    """The run's job logs under logs/ (logs/<rule>/<run>.log and logs/<rule>/<run>/<job>.log), not
+    those of runs nested below it (a sweep's points lie below their method's main run)."""
+    nested = [other for other in run_names if other != run_name and other.startswith(run_name + "/")]
+    found = []
+    for rule in sorted((root / "logs").iterdir()) if (root / "logs").is_dir() else []:
+        candidates = [rule / f"{run_name}.log", *sorted((rule / run_name).rglob("*.log"))]
+        for path in candidates:
+            relative = path.relative_to(rule).as_posix()
+            if path.is_file() and not any(relative == f"{other}.log" or relative.startswith(f"{other}/")
+                                          for other in nested):
+                found.append(path)
+    return found
+
+
+def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
+    """The last progress line of the run's most recently written job log, shortened, or None."""
+    logs = _run_logs(root, run_name, run_names)
+    if not logs:
+        return None
+    newest = max(logs, key=lambda path: path.stat().st_mtime)
+    for line in reversed(newest.read_text(encoding="utf-8", errors="replace").splitlines()):
+        found = _PROGRESS.match(line.strip())
+        if found:
+            return (f"{newest.parent.relative_to(root / 'logs').parts[0]}: {found['what']} {found['done']}/"
+                    f"{found['total']} {found['unit']} ({found['share']}%) at {found['time']}, ETA {found['eta']}")
+    return f"{newest.relative_to(root).as_posix()} written at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest.stat().st_mtime))}"
+
+
+def runner_pid(root: Path) -> str | None:
+    """The PID of the `attrrob study run` holding the workflow folder's lock, or None when none does."""
+    from attrrob.locks import holder_pid, try_flock
+
+    path = root / RUNNER_LOCK
+    if not path.is_file():
+        return None
+    fd = try_flock(path)
+    if fd is None:
+        return holder_pid(path)
+    os.close(fd)
+    return None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> list[str]:
+    """The status lines of `study`, whose runs run in the workflow folder `root`."""
+    plan = study_plan.read_json(study / "plan.json")
+    if not plan or not isinstance(plan.get("runs"), list):
+        raise AttrrobError(f"{study / 'plan.json'}: no plan yet; `attrrob study run --dry-run` writes it")
+    names, done = plan["runs"], records(study)
+    pid = runner_pid(root)
+    lines = [f"study {study} ({plan.get('config', '?')}): {sum(n in done for n in names)} of {len(names)} runs "
+             f"committed; " + (f"a runner (PID {pid}) runs in {root}" if pid else f"no runner runs in {root}")]
+    left, unknown = 0.0, []
+    width = max(map(len, names))
+    for name in names:
+        record = done.get(name)
+        if record is not None:
+            how = (f"the files of {record['reused_from']}" if "reused_from" in record else
+                   f"wall {_minutes(record['wall_s'])}, CPU {_minutes(record['cpu_s'])}, "
+                   f"{record.get('threads_per_run', '?')} thread(s)")
+            lines.append(f"  {name:<{width}}  committed: {how}")
+            continue
+        now = progress(root, name, set(names))
+        if reuses_a_sweep_point(root, study, name):
+            lines.append(f"  {name:<{width}}  to take the files of its sweep's chosen point (no training)")
+            continue
+        expected = expected_wall_s(done, name, threads_per_run)
+        if expected is None:
+            unknown.append(name)
+        else:
+            left += expected
+        estimate = (f"expected {_minutes(expected)} at {threads_per_run} thread(s)" if expected is not None
+                    else "no committed run of its method to estimate from")
+        lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + estimate)
+    if len(done) < len(names):
+        lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(left / max(jobs, 1))} of wall time at "
+                     f"{jobs} at a time and {threads_per_run} thread(s) each, counting each as long as its "
+                     "method's longest committed run (a run in progress in full)"
+                     + (f"; not counted: {len(unknown)} run(s) of a method with no committed run" if unknown else ""))
+    return lines

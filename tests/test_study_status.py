@@ -1,0 +1,90 @@
+"""`attrrob study status` on a synthetic study and workflow folder: committed runs with their times,
+a run in progress with its newest log's progress line (not its nested sweep run's), a sweep's main
+run that will reuse the chosen point, the runner's lock, and the wall time left summed by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from attrrob.cli import study as study_cli
+from attrrob.locks import try_flock
+from attrrob.study import status
+
+RUNS = ["seed~0/mnist/madry", "seed~1/mnist/madry", "seed~0/mnist/sarkar", "seed~0/mnist/sarkar/sweep/lam~0.1",
+        "seed~0/mnist/sarkar/sweep/lam~0.5", "seed~1/mnist/sarkar", "seed~0/mnist/ig_norm"]
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def _record(study, run, wall, cpu, threads, **extra):
+    _write(study / "results" / run / "study_run.json",
+           json.dumps({"run": run, "wall_s": wall, "cpu_s": cpu, "threads_per_run": threads, **extra}))
+
+
+@pytest.fixture
+def workflow(tmp_path):
+    root, study = tmp_path, tmp_path / "studies/s"
+    _write(study / "plan.json", json.dumps({"config": "config/c.yaml", "runs": RUNS}))
+    _record(study, "seed~0/mnist/madry", 3000.0, 2400.0, 1)
+    _record(study, "seed~1/mnist/madry", 1200.0, 1100.0, 2)
+    _record(study, "seed~0/mnist/sarkar/sweep/lam~0.1", 6000.0, 11500.0, 2)
+    _write(study / "results/sweeps/mnist/sarkar/sweep.json",
+           json.dumps({"seeds": [0], "select": {"metric": "IN"}, "points": []}))
+    line = "2026-12-06 19:40:40 INFO attrrob.train: mnist/sarkar step: {}/2000 steps ({}%), ce 5, 0.3 steps/s, ETA {}"
+    _write(root / "logs/train/seed~0/mnist/sarkar/sweep/lam~0.5.log",
+           "\n".join([line.format(200, 10, "1:55:10"), "2026-12-06 19:41:00 INFO attrrob.train: checkpoint written",
+                      line.format(226, 11, "1:50:00")]) + "\n")
+    # An older log of the same run, and a log of the main run that nests it: neither is its progress.
+    older = root / "logs/evaluate_attack/seed~0/mnist/sarkar/sweep/lam~0.5/topk.log"
+    _write(older, line.format(3, 1, "9:00:00") + "\n")
+    os.utime(older, (1, 1))
+    return root, study
+
+
+def test_status_lists_each_run_and_the_time_left(workflow):
+    root, study = workflow
+    lines = status.report(root, study, threads_per_run=2, jobs=1)
+    assert lines[0] == (f"study {study} (config/c.yaml): 3 of 7 runs committed; no runner runs in {root}")
+    by_run = {line.split()[0]: line for line in lines[1:-1]}
+    assert by_run["seed~0/mnist/madry"].endswith("committed: wall 50 min, CPU 40 min, 1 thread(s)")
+    assert by_run["seed~0/mnist/sarkar"].endswith("to take the files of its sweep's chosen point (no training)")
+    assert by_run["seed~0/mnist/sarkar/sweep/lam~0.5"].endswith(
+        "last logged: train: mnist/sarkar step 226/2000 steps (11%) at 2026-12-06 19:40:40, ETA 1:50:00; "
+        "expected 1.7 h at 2 thread(s)")
+    assert status.progress(root, "seed~0/mnist/sarkar", set(RUNS)) is None  # its nested runs' logs are theirs
+    assert by_run["seed~1/mnist/sarkar"].endswith("to run: expected 1.7 h at 2 thread(s)")
+    assert by_run["seed~0/mnist/ig_norm"].endswith("to run: no committed run of its method to estimate from")
+    # Left: lam~0.5 and seed~1 sarkar at 6000 s each (madry's 2-thread run is committed): 200 min.
+    assert lines[-1].startswith("left: 4 run(s), about 3.3 h of wall time at 1 at a time and 2 thread(s) each")
+    assert lines[-1].endswith("not counted: 1 run(s) of a method with no committed run")
+    # At one thread only the one-thread Madry record could estimate, and no Madry run is left.
+    assert "about 0 min" in status.report(root, study, threads_per_run=1, jobs=1)[-1]
+
+
+def test_status_names_the_runner_holding_the_lock(workflow):
+    root, study = workflow
+    (root / status.RUNNER_LOCK).parent.mkdir(parents=True)
+    fd = try_flock(root / status.RUNNER_LOCK)
+    try:
+        assert f"a runner (PID {os.getpid()}) runs in {root}" in status.report(root, study)[0]
+    finally:
+        os.close(fd)
+    assert "no runner runs" in status.report(root, study)[0]
+
+
+def test_status_cli_prints_the_report_and_refuses_a_study_without_a_plan(workflow, monkeypatch, capsys):
+    root, study = workflow
+    monkeypatch.chdir(root)
+    study_cli.main(["status", "--study", "studies/s", "--threads-per-run", "2"])
+    assert "3 of 7 runs committed" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        study_cli.main(["status", "--study", "studies/none"])
+    assert stop.value.code != 0
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "studies/none/plan.json: no plan yet" in error[0]
