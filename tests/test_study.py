@@ -174,6 +174,58 @@ def test_threads_per_run_gives_each_runs_jobs_that_many_threads(tmp_path):
     assert calls == [(2, ["--set-threads", *(f"{rule}=2" for rule in THREADED_RULES)])]
 
 
+def test_a_stopped_calls_time_counts_when_a_later_call_finishes_the_run(tmp_path, monkeypatch):
+    """A runner stopped mid-run keeps that call's wall and CPU time in the workflow folder; the call
+    that finishes the run (a later runner's) records the sums and lists the stopped call."""
+    from attrrob.study.runner import Options, Runner
+
+    run = study_plan.group(SWEEP_FILES).runs[0]
+    options = Options(root=tmp_path / "root", config="c.yaml", study=tmp_path / "s", threads_per_run=2)
+    first = Runner(options, log=lambda _: None)
+    first._reused = lambda run, names: False
+
+    def stopped(targets, cores, name, extra=None):
+        first.stopping = True  # a SIGTERM arrived while this call ran
+        return 143, 600.0, 1100.0, tmp_path
+
+    first._snakemake = stopped
+    first.run_one(run, set())
+    (call,) = store.stopped_calls(options.root, run)
+    assert (call["wall_s"], call["cpu_s"], call["threads_per_run"]) == (600.0, 1100.0, 2)
+
+    second, recorded = Runner(options, log=lambda _: None), {}
+    second._reused = lambda run, names: False
+    second._snakemake = lambda targets, cores, name, extra=None: (0, 300.0, 500.0, tmp_path)
+    second._record_and_commit = lambda run, copied, timing, jobs, what, **extra: recorded.update(
+        timing=timing, what=what, extra=extra)
+    second.commit_study_files = lambda why: False
+    second.refresh_reports = lambda why: None
+    monkeypatch.setattr(store, "copy_files", lambda root, study, files: [])
+    second.run_one(run, set())
+    started, wall, cpu = recorded["timing"][:3]
+    assert (started, wall, cpu) == (call["started"], 900.0, 1600.0)
+    assert recorded["what"].startswith("wall 15.0 min, CPU 26.7 min over 2 calls, load ")
+    assert recorded["extra"] == {"stopped_calls": [call]}
+    assert store.stopped_calls(options.root, run) == []  # counted once
+
+
+def test_the_runs_table_marks_runs_of_several_calls_and_runs_timed_by_their_last_call(tmp_path):
+    study = tmp_path / "s"
+    load = {"load_average_start": [1.0], "load_average_end": [2.0]}
+    records = {"seed~0/mnist/madry": {"wall_s": 900.0, "cpu_s": 1600.0, "stopped_calls": [{"wall_s": 600.0}], **load},
+               "seed~1/mnist/madry": {"wall_s": 300.0, "cpu_s": 300.0, **load},
+               "seed~2/mnist/madry": {"wall_s": 60.0, "cpu_s": 60.0, **load}}
+    for name, record in records.items():
+        (study / "results" / name).mkdir(parents=True)
+        (study / "results" / name / store.RECORD).write_text(json.dumps({"run": name, **record}))
+    (study / "results/seed~1/mnist/madry/train_metrics.json").write_text(json.dumps({"resumed_from_step": 600}))
+    table = regenerate.runs_table(study, list(records))
+    assert "| `seed~0/mnist/madry` (2 calls) | 15.0 | 26.7 | 1.00 → 2.00 |" in table
+    assert "| `seed~1/mnist/madry` (last call only: training resumed at step 600) | 5.0 | 5.0 |" in table
+    assert "| `seed~2/mnist/madry` | 1.0 | 1.0 |" in table
+    assert "Summed over these runs: 0.35 h of wall time" in table
+
+
 def test_a_run_with_its_settings_written_builds_no_study_file(tmp_path):
     """Before a run, the runner looks for a committed run with its settings; it builds the study
     files (a sweep's selection) only for a main run whose settings wait for them, and only once
@@ -384,6 +436,11 @@ def test_a_killed_study_keeps_its_complete_runs_and_a_restart_finishes_the_rest(
     check = subprocess.run(study_command("report", "--study", STUDY, "--readme", "README.md", "--check"),
                            cwd=repo, env=environment(), capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stderr
+
+    # The runs the stop cut short keep their call's time for the call that finishes them.
+    for path in (repo / store.STOPPED_CALLS).glob("*.json"):
+        stopped = json.loads(path.read_text())
+        assert stopped["run"] not in done and all(c["wall_s"] > 0 for c in stopped["calls"])
 
     # The rest on a fresh machine: nothing of the first one's work tree but what it committed.
     for name in ("results", "checkpoints", "logs", ".snakemake"):

@@ -66,13 +66,26 @@ def runs_table(study: Path, runs: list[str]) -> str:
             lines.append(f"| `{name}` | – | – | the files of `{record['reused_from']}` (identical settings: "
                          "no job) |")
             continue
-        lines.append(f"| `{name}` | {record['wall_s'] / 60:.1f} | {record['cpu_s'] / 60:.1f} | "
-                     f"{record['load_average_start'][0]:.2f} → {record['load_average_end'][0]:.2f} |")
+        lines.append(f"| `{name}`{_calls(study, name, record)} | {record['wall_s'] / 60:.1f} | "
+                     f"{record['cpu_s'] / 60:.1f} | {record['load_average_start'][0]:.2f} → "
+                     f"{record['load_average_end'][0]:.2f} |")
     lines += ["", f"Summed over these runs: {wall / 3600:.2f} h of wall time (runs overlap when the study "
-              f"runs several at once), {cpu / 3600:.2f} CPU-hours. A run's wall and CPU time are those of the "
-              "runner's call that finished it: a run resumed after a stop counts only its last part (the "
-              "cost table below has each job's own time)."]
+              f"runs several at once), {cpu / 3600:.2f} CPU-hours. A run's wall and CPU time are summed over the "
+              "runner's calls that ran it (a runner stopped by a signal keeps the time of the run it stopped "
+              "for the call that finishes it; one killed outright loses it); the load is the finishing call's. "
+              "A run marked \"last call only\" was resumed before records kept stopped calls (its training "
+              "went on from a checkpoint, as its train_metrics.json says). The cost table below has each "
+              "job's own time in the finishing call."]
     return "\n".join(lines) + "\n"
+
+
+def _calls(study: Path, name: str, record: dict) -> str:
+    """' (N calls)' for a run stopped and resumed, ' (last call only: ...)' for one resumed before
+    records kept stopped calls, '' for a run done in one call."""
+    if record.get("stopped_calls"):
+        return f" ({len(record['stopped_calls']) + 1} calls)"
+    resumed = (read_json(study / RESULTS / name / "train_metrics.json") or {}).get("resumed_from_step")
+    return f" (last call only: training resumed at step {resumed})" if resumed else ""
 
 
 def _job_label(benchmark: str, run: str) -> str:

@@ -241,6 +241,11 @@ class Runner:
         code, wall, cpu, log = self._snakemake(list(run.outputs), threads, run.name.replace("/", "_"), extra)
         load_end = os.getloadavg()
         if self.stopping:
+            # Its time counts when a later call finishes the run (a call killed outright is lost).
+            store.add_stopped_call(self.options.root, run, {
+                "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads_per_run": threads,
+                "load_average_start": [round(x, 2) for x in load_start],
+                "load_average_end": [round(x, 2) for x in load_end]})
             return
         if code != 0:
             self.failed.append(run.name)
@@ -288,13 +293,22 @@ class Runner:
         """Copy the run's small files into the study folder, its record last, and commit them."""
         o = self.options
         started, wall, cpu, load_start, load_end = timing
+        # A run stopped and resumed: its wall and CPU time are summed over its calls, the stopped
+        # ones listed in its record (the load is the finishing call's).
+        earlier = store.stopped_calls(o.root, run)
+        if earlier:
+            wall, cpu = wall + sum(c["wall_s"] for c in earlier), cpu + sum(c["cpu_s"] for c in earlier)
+            timing = (earlier[0]["started"], wall, cpu, load_start, load_end)
+        calls = f" over {len(earlier) + 1} calls" if earlier else ""
         files = [*run.kept, *store.settings_files(o.root, run, names),
                  *study_plan.benchmark_files(o.root, run, names)]
         copied = store.copy_files(o.root, o.study, files)
         self._record_and_commit(run, copied, timing, jobs_of(o.root, [f for f in files if f.endswith(".tsv")]),
-                                f"wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min, "
-                                f"load {load_start[0]:.2f} -> {load_end[0]:.2f}")
-        self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min")
+                                f"wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min{calls}, "
+                                f"load {load_start[0]:.2f} -> {load_end[0]:.2f}",
+                                **({"stopped_calls": earlier} if earlier else {}))
+        store.clear_stopped_calls(o.root, run)
+        self.log(f"committed {run.name}: wall {wall / 60:.1f} min, CPU {cpu / 60:.1f} min{calls}")
         self.commit_study_files(f"built by the time {run.name} finished")
         self.refresh_reports(f"after {run.name}")
 

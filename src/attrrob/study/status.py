@@ -124,7 +124,8 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
         if record is not None:
             how = (f"the files of {record['reused_from']}" if "reused_from" in record else
                    f"wall {_minutes(record['wall_s'])}, CPU {_minutes(record['cpu_s'])}, "
-                   f"{record.get('threads_per_run', '?')} thread(s)")
+                   f"{record.get('threads_per_run', '?')} thread(s)"
+                   + (f", {len(record['stopped_calls']) + 1} calls" if record.get("stopped_calls") else ""))
             lines.append(f"  {name:<{width}}  committed: {how}")
             continue
         now = progress(root, name, set(names))

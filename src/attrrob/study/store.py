@@ -33,6 +33,28 @@ def record_path(study: Path, run: Run) -> Path:
     return study / run.folder / RECORD
 
 
+# The times of a run's calls that were stopped before it finished (a session's end, a SIGTERM), kept
+# in the workflow folder (not committed) until the call that finishes the run adds them to its record.
+STOPPED_CALLS = Path(".snakemake") / "attrrob-study" / "stopped-calls"
+
+
+def _stopped_calls_file(root: Path, run: Run) -> Path:
+    return root / STOPPED_CALLS / f"{run.name.replace('/', '__')}.json"
+
+
+def stopped_calls(root: Path, run: Run) -> list[dict]:
+    """The run's earlier calls that were stopped, oldest first ([] when none)."""
+    return (read_json(_stopped_calls_file(root, run)) or {}).get("calls", [])
+
+
+def add_stopped_call(root: Path, run: Run, call: dict) -> None:
+    outputs.write_json(_stopped_calls_file(root, run), {"run": run.name, "calls": [*stopped_calls(root, run), call]})
+
+
+def clear_stopped_calls(root: Path, run: Run) -> None:
+    _stopped_calls_file(root, run).unlink(missing_ok=True)
+
+
 def settings_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
     """The settings.json of the run's training and of each of its evaluations (not those of runs
     nested below it), as paths from `root`."""
