@@ -4,6 +4,7 @@ per-seed result trees: the t interval over seeds from scipy, the paired differen
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -239,3 +240,37 @@ def test_a_sweep_in_progress_shows_its_points_run_with_their_loss_shares_and_its
     chosen = sweeps.summarise(spec, "topk")
     assert chosen["pending"] is None and "Selection pending" not in sweeps.markdown(chosen)
     assert sweeps.interval_note(chosen).endswith(" The ringed point is the one chosen on validation data.")
+
+
+def test_a_sweep_points_difference_with_ig_sum_norm_of_the_same_seed_follows_a_plain_loop(tmp_path):
+    """A sweep point's ΔIN against IG-SUM-NORM trained with the same seed, on the images both
+    attacked: one seed gives that seed's mean with scipy's paired t interval over the images, two
+    give the mean of the seeds' means with the t interval over seeds."""
+    from attrrob.report import sweeps
+
+    root, runs, main = tmp_path / "results", {}, {}
+    for seed in (0, 1):
+        _write_method(root / f"seed~{seed}", "mnist", "ig_sum_norm", seed=10 + seed)
+        _write_method(tmp_path / "point" / f"seed~{seed}", "mnist", "sarkar", seed=20 + seed)
+        runs[str(seed)] = str(tmp_path / "point" / f"seed~{seed}" / "mnist" / "sarkar")
+        main[str(seed)] = str(root / f"seed~{seed}" / "mnist" / "sarkar")
+
+    def diffs(seed):
+        frames = [pd.read_csv(Path(folder) / "attack_topk" / "per_example.csv")
+                  for folder in (runs[seed], root / f"seed~{seed}" / "mnist" / "ig_sum_norm")]
+        values = [{int(r["index"]): r["topk_intersection"] for _, r in f.iterrows() if r["status"] == "attacked"}
+                  for f in frames]
+        return [values[0][i] - values[1][i] for i in values[0] if i in values[1]]
+
+    one = sweeps.paired_with_reference({"0": runs["0"]}, main, "mnist", "sarkar", "topk")
+    interval = stats.ttest_1samp(diffs("0"), 0.0).confidence_interval()
+    assert one["reference"] == "ig_sum_norm" and one["images"] == len(diffs("0"))
+    assert (one["mean"], one["ci_low"], one["ci_high"]) == pytest.approx(
+        (np.mean(diffs("0")), interval.low, interval.high))
+    both = sweeps.paired_with_reference(runs, main, "mnist", "sarkar", "topk")
+    means = [np.mean(diffs(s)) for s in ("0", "1")]
+    assert (both["mean"], both["ci_low"], both["ci_high"]) == pytest.approx((np.mean(means), *_t_interval(means)))
+    assert both["interval"] == "t interval over 2 seeds" and both["images"] == len(diffs("0")) + len(diffs("1"))
+    assert sweeps.paired_with_reference(runs, main, "mnist", "ig_sum_norm", "topk") is None
+    assert np.isnan(sweeps.paired_with_reference({"0": str(tmp_path / "none")}, main, "mnist", "sarkar",
+                                                 "topk")["mean"])

@@ -142,10 +142,14 @@ def test_a_sweep_in_progress_lists_each_points_loss_shares_and_that_its_choice_w
     summary = {"method": "sarkar", "attack": "topk", "selection": None,
                "pending": {"attack": "topk_select", "metric": "IN", "num_examples": 200, "rule": "max"},
                "points": [{"label": "lam~0.1", "chosen": False, "test": test,
+                           "paired": {"reference": "ig_sum_norm", "mean": 0.0008, "ci_low": -0.0015, "ci_high": 0.0031,
+                                      "images": 535, "interval": "over the paired test images, 1 seed"},
                            "loss_shares": {"λ·R_CACR": {"mean": 2.25e-6, "n": 1}, "λ·R_WACR": {"mean": 0.0622, "n": 1}}},
                           {"label": "lam~0.5", "chosen": False, "test": missing, "loss_shares": {}}]}
     text = Findings(tmp_path, ["mnist"], ["sarkar"], ["topk"], seeds=[0]).sweep(summary)
     assert text == ("**Sarkar (CACR + WACR)'s sweep** (test numbers under `topk`, and each regulariser's weighted "
                     "share of the loss at the end of training as in the last item; one entry per point): lam~0.1: "
-                    "IN 86.1 [85.1, 87.1]%, τ 0.434, AA 88.4%, λ·R_CACR 0.000225%, λ·R_WACR 6.22%. The choice on "
+                    "IN 86.1 [85.1, 87.1]%, τ 0.434, AA 88.4%, ΔIN vs IG-SUM-NORM +0.08 [-0.15, +0.31] points (535 "
+                    "paired images; interval over the paired test images, 1 seed), λ·R_CACR 0.000225%, λ·R_WACR "
+                    "6.22%. The choice on "
                     "validation is made once every point is run (1 of 2 so far).")

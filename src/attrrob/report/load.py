@@ -264,7 +264,12 @@ def _read_csv(path: Path, required: Iterable[str], producer: str) -> pd.DataFram
 
 def load_per_example(results_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
     """`attack_{attack}/per_example.csv` as a DataFrame (metric cells NaN for skipped images), or None."""
-    path = _result_dir(results_dir, dataset, method) / f"attack_{attack}" / PER_EXAMPLE
+    return load_run_per_example(_result_dir(results_dir, dataset, method), dataset, method, attack)
+
+
+def load_run_per_example(run_dir: PathLike, dataset: str, method: str, attack: str = "topk") -> pd.DataFrame | None:
+    """`load_per_example` of one run's folder: a main run's, or a sweep point's below its method's."""
+    path = Path(run_dir) / f"attack_{attack}" / PER_EXAMPLE
     _check_record(path, path.with_name(SUMMARY), dataset, method, "attrrob evaluate")
     return _read_csv(path, PER_EXAMPLE_COLUMNS, "attrrob evaluate")
 

@@ -18,7 +18,9 @@ from typing import Any, Iterable, Mapping, Sequence
 from ..errors import DataError
 from ..intervals import mean_ci
 from ..result_files import SUMMARY
-from .load import dataset_name, load_run_train_log, load_run_train_metrics, method_name, spec as metric_spec
+from .load import (dataset_name, load_run_per_example, load_run_train_log, load_run_train_metrics, method_name,
+                   spec as metric_spec)
+from .paired import REFERENCE_METHOD, paired_difference
 
 # (label, evaluation, summary key, percent?)
 SWEEP_METRICS = (("NA", "accuracy", "natural_accuracy", True), ("AA", "accuracy", "adversarial_accuracy", True),
@@ -111,6 +113,37 @@ def run_loss_shares(runs: Mapping[str, str], dataset: str, method: str) -> dict:
     return {label: {"mean": sum(values) / len(values), "n": len(values)} for label, values in shares.items()}
 
 
+def paired_with_reference(runs: Mapping[str, str], main_runs: Mapping[str, str], dataset: str, method: str,
+                          attack: str) -> dict | None:
+    """The point's ΔIN against the reference method (IG-SUM-NORM, what Sarkar et al. compare with)
+    trained with the same seed, on the test images both attacked: with one seed its mean and paired
+    interval over those images, with several the mean over seeds of each seed's paired mean and its
+    t interval over seeds; None for the reference's own sweep. The reference's run of a seed lies
+    beside the method's main run of that seed."""
+    if method == REFERENCE_METHOD:
+        return None
+    per_seed = {}
+    for seed in sorted(runs, key=int):
+        if seed not in main_runs:
+            continue
+        reference = Path(main_runs[seed]).parent / REFERENCE_METHOD
+        found = paired_difference(load_run_per_example(runs[seed], dataset, method, attack),
+                                  load_run_per_example(reference, dataset, REFERENCE_METHOD, attack),
+                                  "topk_intersection")
+        if found["n"]:
+            per_seed[seed] = found
+    if len(per_seed) > 1:
+        over = mean_ci([value["mean"] for value in per_seed.values()])
+        value, interval = over, f"t interval over {over['n']} seeds"
+    elif per_seed:
+        value, interval = next(iter(per_seed.values())), "over the paired test images, 1 seed"
+    else:
+        value, interval = {"mean": math.nan, "ci_low": math.nan, "ci_high": math.nan}, NO_RESULT
+    return {"reference": REFERENCE_METHOD, "mean": value["mean"], "ci_low": value["ci_low"],
+            "ci_high": value["ci_high"], "interval": interval, "images": sum(v["n"] for v in per_seed.values()),
+            "per_seed": {seed: v["mean"] for seed, v in per_seed.items()}}
+
+
 def summarise(spec: Mapping, attack: str) -> dict:
     """A sweep's test numbers and loss shares: each point (chosen marked) and the method's main runs.
 
@@ -123,7 +156,9 @@ def summarise(spec: Mapping, attack: str) -> dict:
     for point in spec["points"]:
         entry = {"label": point["label"], "point": point["point"], "seeds": sorted(point["runs"], key=int),
                  "test": run_values(point["runs"], attack), "chosen": point["label"] == chosen,
-                 "loss_shares": run_loss_shares(point["runs"], spec["dataset"], spec["method"])}
+                 "loss_shares": run_loss_shares(point["runs"], spec["dataset"], spec["method"]),
+                 "paired": paired_with_reference(point["runs"], spec["main_runs"], spec["dataset"], spec["method"],
+                                                 attack)}
         if point["label"] in validation:
             entry["validation"] = {"metric": selection["metric"], "value": validation[point["label"]]["value"],
                                    "ci_low": validation[point["label"]]["ci_low"],
@@ -134,10 +169,21 @@ def summarise(spec: Mapping, attack: str) -> dict:
             "points": points, "main": {"seeds": sorted(spec["main_runs"], key=int),
                                        "test": run_values(spec["main_runs"], attack),
                                        "loss_shares": run_loss_shares(spec["main_runs"], spec["dataset"],
-                                                                      spec["method"])},
+                                                                      spec["method"]),
+                                       "paired": paired_with_reference(spec["main_runs"], spec["main_runs"],
+                                                                       spec["dataset"], spec["method"], attack)},
             "selection": None if not selection else {key: selection[key] for key in
                                                      ("metric", "attack", "rule", "split", "num_examples", "chosen")},
             "pending": spec.get("select") if not selection and spec.get("select") else None}
+
+
+def _paired_cell(paired: Mapping | None) -> str:
+    if not paired or not math.isfinite(paired["mean"]):
+        return "—"
+    text = f"{100 * paired['mean']:+.2f}"
+    if math.isfinite(paired["ci_low"]):
+        text += f" [{100 * paired['ci_low']:+.2f}, {100 * paired['ci_high']:+.2f}]"
+    return text + f" ({paired['images']})"
 
 
 def _share_cell(shares: Mapping, label: str) -> str:
@@ -178,16 +224,26 @@ def markdown(summary: Mapping) -> str:
               + (" Loss share: the regulariser's weighted share of the loss at the end of training "
                  "(|weight × term| / (CE + |weight × term|), last 10% of logged steps, mean over the seeds)."
                  if shares else ""), ""]
+    paired = [entry["paired"] for entry in (*summary["points"], summary["main"])
+              if entry.get("paired") and math.isfinite(entry["paired"]["mean"])]
+    reference = method_name(paired[0]["reference"]) if paired else ""
+    if paired:
+        lines[-2] += (f" ΔIN vs {reference}: the point minus {reference} trained with the same seed, in points, on "
+                      "the test images both attacked (interval over those images with one seed, over seeds with "
+                      "several; the image count in brackets after it).")
     validation = f" | validation {selection['metric']}" if selection else ""
     lines.append("| Point | Seeds | " + " | ".join(label for label, *_ in SWEEP_METRICS) + validation
-                 + "".join(f" | {label} share" for label in shares) + " | Interval |")
-    lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0) + len(shares)))
+                 + "".join(f" | {label} share" for label in shares) + (f" | ΔIN vs {reference}" if paired else "")
+                 + " | Interval |")
+    lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0) + len(shares) + bool(paired)))
 
     def row(name, seeds, entry, extra):
         test = entry["test"]
         cells = [_cell(test[label], percent) for label, _, _, percent in SWEEP_METRICS]
         interval = test["NA"]["interval"]
         extra += "".join(f" | {_share_cell(entry.get('loss_shares', {}), label)}" for label in shares)
+        if paired:
+            extra += f" | {_paired_cell(entry.get('paired'))}"
         return f"| {name} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + extra + f" | {interval} |"
 
     for point in summary["points"]:

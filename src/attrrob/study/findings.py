@@ -51,6 +51,14 @@ def _resolved(stats: Mapping[str, float], n: int) -> str:
     return "the interval over seeds includes 0: the seeds do not resolve a difference"
 
 
+def _paired_text(paired: Mapping[str, Any] | None) -> str:
+    """', ΔIN vs IG-SUM-NORM +0.08 [-0.15, +0.31] points (535 paired images, ...)' or ''."""
+    if not paired or math.isnan(paired["mean"]):
+        return ""
+    return (f", ΔIN vs {load.method_name(paired['reference'])} {_interval(paired, digits=2, signed=True)} points "
+            f"({paired['images']} paired images; interval {paired['interval']})")
+
+
 class Findings:
     """The sentences of one study: its committed results tree (seed~<s>/ folders), data sets,
     methods and attacks (as collect-results takes them), its seeds and its sweeps' summaries."""
@@ -180,6 +188,7 @@ class Findings:
                    "item" if shares else "") + "; one entry per point): ")
         text += "; ".join(f"{p['label']}: IN {_interval(p['test']['IN'], digits=1)}%, τ "
                           f"{p['test']['τ']['mean']:.3f}, AA {_pct(p['test']['AA']['mean'])}%"
+                          + _paired_text(p.get("paired"))
                           + "".join(f", {label} {100 * share['mean']:.3g}%"
                                     for label, share in p.get("loss_shares", {}).items()) for p in shown)
         if summary.get("pending"):
