@@ -59,10 +59,11 @@ def test_status_lists_each_run_and_the_time_left(workflow):
         "expected 1.7 h at 2 thread(s)")
     assert status.progress(root, "seed~0/mnist/sarkar", set(RUNS)) is None  # its nested runs' logs are theirs
     assert by_run["seed~1/mnist/sarkar"].endswith("to run: expected 1.7 h at 2 thread(s)")
-    assert by_run["seed~0/mnist/ig_norm"].endswith("to run: no committed run of its method to estimate from")
+    assert by_run["seed~0/mnist/ig_norm"].endswith(
+        "to run: no committed run of its method, or of one with a measured per-step cost, to estimate from")
     # Left: lam~0.5 and seed~1 sarkar at 6000 s each (madry's 2-thread run is committed): 200 min.
     assert lines[-1].startswith("left: 4 run(s), about 3.3 h of wall time at 1 at a time and 2 thread(s) each")
-    assert lines[-1].endswith("not counted: 1 run(s) of a method with no committed run")
+    assert lines[-1].endswith("not counted: 1 run(s) with no estimate")
     # At one thread only the one-thread Madry record could estimate, and no Madry run is left.
     assert "about 0 min" in status.report(root, study, threads_per_run=1, jobs=1)[-1]
 
@@ -88,3 +89,51 @@ def test_status_cli_prints_the_report_and_refuses_a_study_without_a_plan(workflo
     assert stop.value.code != 0
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "studies/none/plan.json: no plan yet" in error[0]
+
+
+def _jobs(train_wall, other_walls):
+    return [{"benchmark": "results/benchmarks/train/x.tsv", "wall_s": train_wall, "cpu_s": 1.0},
+            *({"benchmark": f"results/benchmarks/evaluate_attack/x/{i}.tsv", "wall_s": w, "cpu_s": 1.0}
+              for i, w in enumerate(other_walls))]
+
+
+COSTS = {"cpu": {"mnist": {"seconds_per_step": {"natural": 0.05, "madry": 0.5, "ig_norm": 1.6,
+                                                  "ig_sum_norm": 2.0, "sarkar": 4.0}}}}
+
+
+def test_a_method_without_runs_is_scaled_from_the_nearest_in_per_step_cost():
+    records = {
+        # Madry: 1000 s of training + 500 s of evaluation; ig_sum_norm two runs, the longer counts.
+        "seed~0/mnist/madry": {"run": "seed~0/mnist/madry", "wall_s": 1500.0, "threads_per_run": 2,
+                               "jobs": _jobs(1000.0, [300.0, 200.0])},
+        "seed~0/mnist/ig_sum_norm": {"run": "seed~0/mnist/ig_sum_norm", "wall_s": 4000.0, "threads_per_run": 2,
+                                     "jobs": _jobs(3000.0, [600.0, 400.0])},
+        # Resumed once: its training benchmark has the last call only; the record's wall has both.
+        "seed~1/mnist/ig_sum_norm": {"run": "seed~1/mnist/ig_sum_norm", "wall_s": 5000.0, "threads_per_run": 2,
+                                     "stopped_calls": [{"wall_s": 2500.0}], "jobs": _jobs(1500.0, [600.0, 400.0])},
+        "seed~0/mnist/sarkar": {"run": "seed~0/mnist/sarkar", "wall_s": 9000.0, "threads_per_run": 1,
+                                "jobs": _jobs(8000.0, [1000.0])},
+    }
+    # ig_norm's nearest costed method with a 2-thread run is ig_sum_norm (ratio 0.8, against madry's
+    # 3.2); its longer run: 1000 s of evaluation + 4000 s of training x 0.8.
+    assert status.scaled_estimate(records, "seed~2/mnist/ig_norm", 2, COSTS) == (1000.0 + 4000.0 * 0.8, "ig_sum_norm")
+    # Sarkar's only run is at one thread: at two, the nearest is ig_sum_norm again (ratio 2).
+    assert status.scaled_estimate(records, "seed~1/mnist/sarkar", 2, COSTS) == (1000.0 + 4000.0 * 2.0, "ig_sum_norm")
+    # Nothing to scale from: another data set, or a method without a measured cost.
+    assert status.scaled_estimate(records, "seed~0/fashion_mnist/ig_norm", 2, COSTS) is None
+    assert status.scaled_estimate(records, "seed~0/mnist/sarkar_cacr", 2, COSTS) is None
+    # A method with a run of its own is not scaled.
+    assert status.estimate(records, "seed~1/mnist/sarkar", 1) == (9000.0, None)
+
+
+def test_status_says_which_estimate_is_scaled(workflow):
+    root, study = workflow
+    _record(study, "seed~1/mnist/madry", 1200.0, 1100.0, 2, jobs=_jobs(1000.0, [200.0]))
+    lines = status.report(root, study, threads_per_run=2, jobs=1)
+    line = next(line for line in lines if line.split()[0] == "seed~0/mnist/ig_norm")
+    # step_costs.yaml's MNIST costs: ig_norm 1.5926, madry 0.5337 s per step (sarkar has a run of
+    # its own but no jobs, so only madry can be scaled from).
+    expected = 200.0 + 1000.0 * 1.5926 / 0.5337
+    assert line.endswith(f"to run: expected {expected / 60:.0f} min at 2 thread(s) (no committed run of its "
+                         "method: madry's, its training scaled by per-step cost)")
+    assert "not counted" not in lines[-1]

@@ -131,8 +131,9 @@ def main(argv: list[str] | None = None) -> None:
                           "committed (a session or allocation of limited length). SIGUSR1 does the same now")
     run.add_argument("--finish-within", type=float, default=None, metavar="MINUTES",
                      help="start a run only if it is expected to end within this after the start (expected: "
-                          "the longest committed run of its data set and method at the same --threads-per-run; "
-                          "a run with none such is not held back); a run that does not fit is passed over for "
+                          "the longest committed run of its data set and method at the same --threads-per-run, or "
+                          "without one, the run of the method nearest in per-step cost with its training scaled "
+                          "by the cost ratio; a run with neither is not held back); a run that does not fit is passed over for "
                           "a later one that does")
     _report_arguments(run, "after each committed run, ")
     run.add_argument("--snakemake-args", nargs=argparse.REMAINDER, default=[],

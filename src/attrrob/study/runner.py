@@ -227,7 +227,7 @@ class Runner:
             return True
         if run.name not in self._passed_over:
             self._passed_over.add(run.name)
-            self.log(f"pass over {run.name}: expected {expected / 60:.0f} min (its method's longest committed run), "
+            self.log(f"pass over {run.name}: expected {expected / 60:.0f} min (attrrob study status says how), "
                      f"{max(left, 0) / 60:.0f} min left (--finish-within)")
         return False
 

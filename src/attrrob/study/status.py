@@ -5,11 +5,14 @@ and the expected wall time of what is left.
 The plan is the committed plan.json, each committed run's record its study_run.json; progress and
 the runner's lock are read from the workflow folder the study runs in. A run's expected wall time is
 the longest of the committed runs (trained, not reused) of its data set and method at the same
-threads per run: the estimate `attrrob study run --finish-within` uses.
+threads per run: the estimate `attrrob study run --finish-within` uses. A method with no such run
+is estimated from the run of the method nearest in measured per-step cost (step_costs.yaml), its
+training's wall time scaled by the cost ratio.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -40,13 +43,68 @@ def records(study: Path) -> dict[str, dict]:
     return found
 
 
+def _trained(records_by_run: dict[str, dict], threads_per_run: int) -> list[dict]:
+    """The committed runs that trained (not reused) at `threads_per_run`."""
+    return [record for record in records_by_run.values()
+            if "reused_from" not in record and record.get("threads_per_run") == threads_per_run]
+
+
+def estimate(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> tuple[float, str | None] | None:
+    """(seconds, None): the longest wall time of a committed run (trained, not reused) of `run_name`'s
+    data set and method at `threads_per_run`; without one, (seconds, the method scaled from) of
+    `scaled_estimate`; None when neither exists."""
+    walls = [float(record["wall_s"]) for record in _trained(records_by_run, threads_per_run)
+             if method_key(record.get("run", "")) == method_key(run_name)]
+    if walls:
+        return max(walls), None
+    return scaled_estimate(records_by_run, run_name, threads_per_run)
+
+
 def expected_wall_s(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> float | None:
-    """The longest wall time of a committed run (trained, not reused) of `run_name`'s data set and
-    method at `threads_per_run`; None when there is none."""
-    walls = [float(record["wall_s"]) for record in records_by_run.values()
-             if method_key(record.get("run", "")) == method_key(run_name) and "reused_from" not in record
-             and record.get("threads_per_run") == threads_per_run]
-    return max(walls) if walls else None
+    """The seconds of `estimate`, or None."""
+    found = estimate(records_by_run, run_name, threads_per_run)
+    return found[0] if found else None
+
+
+def _train_wall_s(record: dict) -> float | None:
+    """The wall time of the run's training, all its calls: the record's wall time less the finishing
+    call's other jobs (their benchmark records), since a resumed training's benchmark covers only
+    its last call. None without a training benchmark."""
+    trains = [job for job in record.get("jobs", []) if "/benchmarks/train/" in str(job.get("benchmark", ""))]
+    if len(trains) != 1:
+        return None
+    others = sum(float(job["wall_s"]) for job in record["jobs"] if job is not trains[0])
+    return max(float(record["wall_s"]) - others, 0.0)
+
+
+def scaled_estimate(records_by_run: dict[str, dict], run_name: str, threads_per_run: int,
+                    costs: dict | None = None) -> tuple[float, str] | None:
+    """For a method with no committed run: a committed run of the same data set at the same threads,
+    its training's wall time scaled by the two methods' measured per-step costs (step_costs.yaml,
+    one thread: the ratio is taken to hold at other thread counts) and its evaluation's kept (the
+    protocol is the same for every method). The method nearest in per-step cost is used, its
+    longest such estimate taken; returns (seconds, the method scaled from), or None."""
+    from attrrob import plan_estimate
+
+    dataset, method = method_key(run_name)
+    table = ((costs or plan_estimate.step_costs()).get("cpu") or {}).get(dataset) or {}
+    per_step = table.get("seconds_per_step") or {}
+    if method not in per_step:
+        return None
+    candidates = []
+    for record in _trained(records_by_run, threads_per_run):
+        other_dataset, other = method_key(record.get("run", ""))
+        train = _train_wall_s(record)
+        if other_dataset != dataset or other not in per_step or train is None:
+            continue
+        ratio = per_step[method] / per_step[other]
+        distance = abs(math.log(ratio))
+        candidates.append((distance, float(record["wall_s"]) - train + train * ratio, other))
+    if not candidates:
+        return None
+    nearest = min(distance for distance, _, _ in candidates)
+    seconds, other = max((s, o) for distance, s, o in candidates if distance == nearest)
+    return seconds, other
 
 
 def reuses_a_sweep_point(root: Path, study: Path, run_name: str) -> bool:
@@ -132,17 +190,19 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
         if reuses_a_sweep_point(root, study, name):
             lines.append(f"  {name:<{width}}  to take the files of its sweep's chosen point (no training)")
             continue
-        expected = expected_wall_s(done, name, threads_per_run)
-        if expected is None:
+        found = estimate(done, name, threads_per_run)
+        if found is None:
             unknown.append(name)
+            how = "no committed run of its method, or of one with a measured per-step cost, to estimate from"
         else:
-            left += expected
-        estimate = (f"expected {_minutes(expected)} at {threads_per_run} thread(s)" if expected is not None
-                    else "no committed run of its method to estimate from")
-        lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + estimate)
+            left += found[0]
+            how = f"expected {_minutes(found[0])} at {threads_per_run} thread(s)" + (
+                f" (no committed run of its method: {found[1]}'s, its training scaled by per-step cost)"
+                if found[1] else "")
+        lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + how)
     if len(done) < len(names):
         lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(left / max(jobs, 1))} of wall time at "
                      f"{jobs} at a time and {threads_per_run} thread(s) each, counting each as long as its "
-                     "method's longest committed run (a run in progress in full)"
-                     + (f"; not counted: {len(unknown)} run(s) of a method with no committed run" if unknown else ""))
+                     "method's longest committed run, or the scaled estimate above (a run in progress in full)"
+                     + (f"; not counted: {len(unknown)} run(s) with no estimate" if unknown else ""))
     return lines
