@@ -280,6 +280,17 @@ def test_the_cost_table_averages_each_jobs_cpu_time_over_a_methods_runs(tmp_path
     assert "| Method | Runs | train | accuracy | topk | validation accuracy | all jobs |" in table
     assert "| madry | 2 | 11.0 | 1.5 | 22.5 | – | 35.0 |" in table  # (600+720)/2 s = 11.0 min, ...
     assert "| sarkar (sweep) | 1 | 50.0 | – | – | 0.5 | 50.5 |" in table
+    assert "stopped calls" not in table  # no run was stopped
+
+    # A Madry run stopped twice: its calls' CPU time in a column of its own, 0 for the other run.
+    record = study / "results" / "seed~1/mnist/madry" / store.RECORD
+    record.write_text(json.dumps({**json.loads(record.read_text()),
+                                  "stopped_calls": [{"cpu_s": 900.0, "wall_s": 1.0}, {"cpu_s": 300.0, "wall_s": 1.0}]}))
+    table = regenerate.cost_table(study, list(jobs))
+    assert "| Method | Runs | train | accuracy | topk | validation accuracy | stopped calls | all jobs |" in table
+    assert "| madry | 2 | 11.0 | 1.5 | 22.5 | – | 10.0 | 45.0 |" in table  # (0 + 1200)/2 s = 10.0 min
+    assert "| sarkar (sweep) | 1 | 50.0 | – | – | 0.5 | 0.0 | 50.5 |" in table
+    assert '"stopped calls" is the CPU time of a run\'s calls stopped before the one that finished it' in table
 
 
 def test_summary_without_its_table_is_one_clear_error():

@@ -75,7 +75,7 @@ def runs_table(study: Path, runs: list[str]) -> str:
               "for the call that finishes it; one killed outright loses it); the load is the finishing call's. "
               "A run marked \"last call only\" was resumed before records kept stopped calls (its training "
               "went on from a checkpoint, as its train_metrics.json says). The cost table below has each "
-              "job's own time in the finishing call."]
+              "job's own time in the finishing call, and the stopped calls' time apart."]
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +99,9 @@ def _job_label(benchmark: str, run: str) -> str:
     return f"validation {label}" if validation else label
 
 
+STOPPED = "stopped calls"
+
+
 def cost_table(study: Path, runs: list[str]) -> str:
     """Per method (a sweep's runs apart), the mean CPU minutes of each job over its committed runs,
     from the Snakemake benchmark records each run's study_run.json lists: what a run costs."""
@@ -109,21 +112,31 @@ def cost_table(study: Path, runs: list[str]) -> str:
             continue  # no job of its own
         parts = name.split("/")
         key = parts[2] + (" (sweep)" if len(parts) > 3 else "")
-        groups.setdefault(key, []).append({_job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]})
+        jobs = {_job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]}
+        if record.get("stopped_calls"):
+            # Benchmarks exist for finished jobs only: a stopped call's time (mostly the training it
+            # stopped, which resumed from its checkpoint) is in no job's record.
+            jobs[STOPPED] = sum(call["cpu_s"] for call in record["stopped_calls"])
+        groups.setdefault(key, []).append(jobs)
     first = {"train": 0, "accuracy": 1}
     labels = sorted(dict.fromkeys(label for records in groups.values() for r in records for label in r),
-                    key=lambda label: (label.startswith("validation"), first.get(label, 2)))
+                    key=lambda label: (label == STOPPED, label.startswith("validation"), first.get(label, 2)))
     lines = ["| Method | Runs | " + " | ".join(labels) + " | all jobs |", "|---|---:|" + "---:|" * (len(labels) + 1)]
     for key, records in groups.items():
         cells = []
         for label in labels:
-            values = [r[label] for r in records if label in r]
+            values = [r.get(label, 0.0) for r in records] if label == STOPPED else [r[label] for r in records if label in r]
             cells.append(f"{sum(values) / len(values) / 60:.1f}" if values else "–")
         total = sum(sum(r.values()) for r in records) / len(records) / 60
         lines.append(f"| {key} | {len(records)} | " + " | ".join(cells) + f" | {total:.1f} |")
     return ("CPU minutes per job (Snakemake's benchmark records; jobs `nice`d on a shared 2-core machine, one or "
             "two threads each: a training's `train_metrics.json` records its count), the mean over each method's "
-            "committed runs:\n\n" + "\n".join(lines) + "\n")
+            "committed runs" + (f"; \"{STOPPED}\" is the CPU time of a run's calls stopped before the one that "
+            "finished it (no job of those calls has a benchmark record; most of it is the training the stop "
+            "interrupted, which went on from its checkpoint, so that a resumed run's \"train\" has its last "
+            "call only), 0 for a run done in one call" if any(STOPPED in r for records in groups.values()
+                                                              for r in records) else "")
+            + ":\n\n" + "\n".join(lines) + "\n")
 
 
 def _where(study: Path, plan: dict) -> tuple:
