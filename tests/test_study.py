@@ -260,6 +260,22 @@ def test_plan_json_lists_what_the_tables_are_collected_over():
     assert recorded["methods"] == ["natural", "sarkar"] and recorded["attacks"] == ["topk", "noise"]
 
 
+def test_a_runs_benchmark_files_include_its_validation_jobs_not_a_nested_runs(tmp_path):
+    point, main = "seed~0/mnist/sarkar/sweep/lam~0.1", "seed~0/mnist/sarkar"
+    names = [f"train/{point}.tsv", f"evaluate_attack/{point}/topk.tsv", f"evaluate_accuracy/validation/{point}.tsv",
+             f"evaluate_attack/validation/{point}/topk_select.tsv", f"train/{main}.tsv",
+             f"evaluate_attack/{main}/topk.tsv"]
+    for name in names:
+        path = tmp_path / "results" / "benchmarks" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("s\tcpu_time\n1\t1\n")
+    runs = {point, main}
+    assert sorted(study_plan.benchmark_files(tmp_path, study_plan.Run(point, ()), runs)) == sorted(
+        f"results/benchmarks/{name}" for name in names[:4])
+    assert sorted(study_plan.benchmark_files(tmp_path, study_plan.Run(main, ()), runs)) == sorted(
+        f"results/benchmarks/{name}" for name in names[4:])
+
+
 def test_the_cost_table_averages_each_jobs_cpu_time_over_a_methods_runs(tmp_path):
     study = tmp_path / "study"
     jobs = {"seed~0/mnist/madry": {"train": 600, "accuracy": 120, "topk": 1200},

@@ -150,15 +150,17 @@ def ordered(runs: tuple[Run, ...], order: list[str]) -> list[Run]:
 
 def benchmark_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
     """The Snakemake benchmark files of a run's jobs: results/benchmarks/<rule>/<run>.tsv and
-    results/benchmarks/<rule>/<run>/<job>.tsv (the workflow names them by the run's wildcards),
-    not those of a run nested below it."""
+    results/benchmarks/<rule>/<run>/<job>.tsv (the workflow names them by the run's wildcards), and
+    the same below <rule>/validation/ for its jobs on the validation split (a sweep point's), not
+    those of a run nested below it."""
     found = []
     for rule in sorted((root / RESULTS / "benchmarks").glob("*")):
-        candidates = [rule / f"{run.name}.tsv", *sorted((rule / run.name).glob("*.tsv"))]
-        for tsv in candidates:
-            relative = str(tsv.relative_to(rule).with_suffix(""))
-            if tsv.is_file() and (relative == run.name or relative not in run_names):
-                found.append(str(tsv.relative_to(root)))
+        for base in (rule, rule / "validation"):
+            candidates = [base / f"{run.name}.tsv", *sorted((base / run.name).glob("*.tsv"))]
+            for tsv in candidates:
+                relative = tsv.relative_to(base).with_suffix("").as_posix()
+                if tsv.is_file() and (relative == run.name or relative not in run_names):
+                    found.append(str(tsv.relative_to(root)))
     return found
 
 
