@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -207,6 +208,76 @@ def test_a_stopped_calls_time_counts_when_a_later_call_finishes_the_run(tmp_path
     assert recorded["what"].startswith("wall 15.0 min, CPU 26.7 min over 2 calls, load ")
     assert recorded["extra"] == {"stopped_calls": [call]}
     assert store.stopped_calls(options.root, run) == []  # counted once
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux's /proc")
+def test_a_sessions_cpu_time_from_proc_matches_the_kernels_rusage():
+    """session_cpu_s (the minutely record's CPU time) against wait4's rusage of the same process
+    tree: a leader that waits for one child that burns CPU, and burns CPU itself."""
+    from attrrob.study.runner import session_cpu_s
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6: pass\n"
+    script = (f"import subprocess, sys, time\nsubprocess.run([sys.executable, '-c', {burn!r}])\n{burn}"
+              "time.sleep(3)\n")
+    process = subprocess.Popen([sys.executable, "-c", script], start_new_session=True)
+    time.sleep(2.5)  # both burns done, the leader asleep
+    during = session_cpu_s(process.pid)
+    process.terminate()
+    _, _, usage = os.wait4(process.pid, 0)
+    assert during == pytest.approx(usage.ru_utime + usage.ru_stime, abs=0.1)
+    assert during > 1.1
+
+
+def test_a_runs_call_records_its_time_while_it_runs_and_a_killed_ones_counts_on_restart(tmp_path, monkeypatch):
+    """While a run's Snakemake call runs, its wall and CPU time so far are rewritten in the workflow
+    folder; a call that ends removes them; ones left by a runner killed outright become stopped calls
+    of their runs when the next runner starts."""
+    from attrrob.study import runner as runner_module
+    from attrrob.study.runner import Options, Runner
+
+    if runner_module.session_cpu_s(os.getpid()) is None:
+        pytest.skip("needs Linux's /proc")
+    fake = tmp_path / "bin" / "snakemake"  # burns CPU, then sleeps, then fails: no run is committed
+    fake.parent.mkdir()
+    fake.write_text(f"#!{sys.executable}\nimport time\nt = time.process_time()\n"
+                    "while time.process_time() - t < 0.5: pass\ntime.sleep(1.5)\nraise SystemExit(1)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setattr(runner_module, "HEARTBEAT_S", 0.3)
+    run = study_plan.group(SWEEP_FILES).runs[0]
+    options = Options(root=tmp_path / "root", config="c.yaml", study=tmp_path / "s", threads_per_run=2)
+    runner = Runner(options, log=lambda _: None)
+    runner._reused = lambda run, names: False
+    in_progress = options.root / store.CALLS_IN_PROGRESS / f"{run.name.replace('/', '__')}.json"
+    seen, finished = [], threading.Event()
+
+    def watch():
+        while not finished.is_set():
+            if in_progress.is_file():
+                seen.append(store.read_json(in_progress))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    runner.run_one(run, set())
+    finished.set()
+    watcher.join()
+    assert runner.failed == [run.name]
+    assert not in_progress.exists()  # the call ended: measured in full, nothing left in progress
+    last = seen[-1]
+    assert last["run"] == run.name and last["call"]["threads_per_run"] == 2
+    assert last["call"]["cpu_s"] >= 0.4 and 0.5 <= last["call"]["wall_s"] <= 2.5
+    assert store.stopped_calls(options.root, run) == []  # a failed call is not a stopped one
+
+    # A runner killed outright left its call's record: the next runner counts it (once).
+    store.write_call_in_progress(options.root, run, last["call"])
+    monkeypatch.setattr(Runner, "prepare", lambda self: (_ for _ in ()).throw(AttrrobError("planned")))
+    logged = []
+    with pytest.raises(AttrrobError, match="planned"):
+        Runner(options, log=logged.append).run()
+    assert store.stopped_calls(options.root, run) == [{**last["call"], "note": store.KILLED_NOTE}]
+    assert logged and logged[0].startswith(f"{run.name}: a call whose runner was killed without a signal")
+    assert not in_progress.exists() and store.recover_killed_calls(options.root) == []
 
 
 def test_the_runs_table_marks_runs_of_several_calls_and_runs_timed_by_their_last_call(tmp_path):

@@ -72,7 +72,8 @@ def runs_table(study: Path, runs: list[str]) -> str:
     lines += ["", f"Summed over these runs: {wall / 3600:.2f} h of wall time (runs overlap when the study "
               f"runs several at once), {cpu / 3600:.2f} CPU-hours. A run's wall and CPU time are summed over the "
               "runner's calls that ran it (a runner stopped by a signal keeps the time of the run it stopped "
-              "for the call that finishes it; one killed outright loses it); the load is the finishing call's. "
+              "for the call that finishes it; one killed outright keeps it up to the last of its minutely "
+              "records); the load is the finishing call's. "
               "A run marked \"last call only\" was resumed before records kept stopped calls (its training "
               "went on from a checkpoint, as its train_metrics.json says). The cost table below has each "
               "job's own time in the finishing call, and the stopped calls' time apart."]

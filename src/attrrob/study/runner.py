@@ -8,7 +8,8 @@ the same file and Snakemake's lock (which would serialise them) is not needed. R
 one instead of all trainings first. A runner stopped (SIGTERM, SIGINT) stops its Snakemake
 processes; started again it skips the committed runs and resumes the others (training from its
 checkpoints on the same machine, through --rerun-incomplete). A runner killed outright (SIGKILL)
-cannot stop them: end those Snakemake processes before starting it again. One runner per
+cannot stop them: end those Snakemake processes before starting it again; the time its calls had
+taken up to their last minutely record counts as stopped calls of their runs. One runner per
 workflow folder at a time (a lock in its .snakemake/ folder).
 """
 
@@ -32,6 +33,27 @@ from attrrob.study import store
 from attrrob.study.plan import Plan, Run
 
 STOP_GRACE_S = 60  # a stopped training writes its checkpoint first
+HEARTBEAT_S = 60.0  # how often a run's call records its time so far (store.CALLS_IN_PROGRESS)
+
+
+def session_cpu_s(session: int) -> float | None:
+    """CPU seconds of the processes of `session` now (user + system, with the children each has
+    waited for), from /proc; None where /proc has no process table. A call's processes all lie in
+    the session its Snakemake leads, so this is the call's CPU time so far."""
+    proc = Path("/proc")
+    if not (proc / "self" / "stat").is_file():
+        return None
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            # After the command name (in parentheses, which may hold spaces): state, ppid, pgrp,
+            # session, ... utime, stime, cutime, cstime are fields 14-17 of proc(5).
+            fields = stat.read_text(encoding="ascii", errors="replace").rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # a process that ended meanwhile
+        if int(fields[3]) == session:
+            total += sum(int(value) for value in fields[11:15])
+    return total / ticks
 
 
 # The workflow's rules whose `threads:` come from its config's resources (train, evaluate).
@@ -110,6 +132,9 @@ class Runner:
         self._sweeps_done = threading.Condition()
         self._study_file_names: tuple[str, ...] = ()  # the plan's study files (set by prepare)
         self._passed_over: set[str] = set()  # runs said not to fit (--finish-within), logged once
+        # The run each Snakemake call (by its log name) runs, with its start: its time so far is
+        # recorded every HEARTBEAT_S while it runs (store.write_call_in_progress).
+        self._calls: dict[str, tuple[Run, float, tuple, int]] = {}
 
     # ------------------------------------------------------------------ plan and skips
     def prepare(self) -> tuple[Plan, list[Run]]:
@@ -166,12 +191,33 @@ class Runner:
             process = subprocess.Popen(command, cwd=o.root, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             self._active[process.pid] = process
+        call = self._calls.get(log_name)
+        done = threading.Event()
+        heartbeat = threading.Thread(target=self._heartbeat, args=(call, process.pid, start, done), daemon=True)
+        if call is not None:
+            heartbeat.start()
         # wait4: the CPU time of Snakemake and every job it waited for, this process tree alone.
         _, status, usage = os.wait4(process.pid, 0)
+        done.set()
+        if call is not None:
+            heartbeat.join()
         process.returncode = os.waitstatus_to_exitcode(status)
         with self._lock:
             self._active.pop(process.pid, None)
         return process.returncode, time.monotonic() - start, usage.ru_utime + usage.ru_stime, log
+
+    def _heartbeat(self, call: tuple, session: int, start: float, done: threading.Event) -> None:
+        """Record the call's wall and CPU time so far every HEARTBEAT_S until it ends (no record
+        where /proc cannot give its CPU time)."""
+        run, started, load_start, threads = call
+        while not done.wait(HEARTBEAT_S):
+            cpu = session_cpu_s(session)
+            if cpu is None or done.is_set():
+                return
+            store.write_call_in_progress(self.options.root, run, {
+                "started": started, "wall_s": round(time.monotonic() - start, 1), "cpu_s": round(cpu, 1),
+                "threads_per_run": threads, "load_average_start": [round(x, 2) for x in load_start],
+                "load_average_end": [round(x, 2) for x in os.getloadavg()], "recorded": round(time.time(), 1)})
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """Stop every Snakemake process group now (a worker takes no further run)."""
@@ -238,15 +284,23 @@ class Runner:
         load_start, started = os.getloadavg(), time.time()
         threads = self.options.threads_per_run
         extra = ["--set-threads", *(f"{rule}={threads}" for rule in THREADED_RULES)] if threads > 1 else []
-        code, wall, cpu, log = self._snakemake(list(run.outputs), threads, run.name.replace("/", "_"), extra)
+        log_name = run.name.replace("/", "_")
+        self._calls[log_name] = (run, started, load_start, threads)
+        try:
+            code, wall, cpu, log = self._snakemake(list(run.outputs), threads, log_name, extra)
+        finally:
+            self._calls.pop(log_name, None)
         load_end = os.getloadavg()
         if self.stopping:
-            # Its time counts when a later call finishes the run (a call killed outright is lost).
+            # Its time counts when a later call finishes the run (a call killed outright counts up to
+            # its last minutely record: recover_killed_calls), measured in full now.
             store.add_stopped_call(self.options.root, run, {
                 "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads_per_run": threads,
                 "load_average_start": [round(x, 2) for x in load_start],
                 "load_average_end": [round(x, 2) for x in load_end]})
+            store.clear_call_in_progress(self.options.root, run)
             return
+        store.clear_call_in_progress(self.options.root, run)  # measured in full: the run's record has it
         if code != 0:
             self.failed.append(run.name)
             self.log(f"FAILED {run.name}: snakemake exit status {code}; see {log}")
@@ -390,6 +444,9 @@ class Runner:
         if self._runner_lock is None:
             raise AttrrobError(f"another `attrrob study run` (PID {holder_pid(lock)}) runs in {o.root}; "
                                "wait for it or stop it first")
+        for name in store.recover_killed_calls(o.root):
+            self.log(f"{name}: a call whose runner was killed without a signal counts up to its last "
+                     "minutely record (a stopped call of the run)")
         plan, todo = self.prepare()
         names = {run.name for run in plan.runs}
         self.log(f"study {o.study}: {len(plan.runs) - len(todo)} of {len(plan.runs)} runs committed; "

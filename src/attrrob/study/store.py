@@ -55,6 +55,44 @@ def clear_stopped_calls(root: Path, run: Run) -> None:
     _stopped_calls_file(root, run).unlink(missing_ok=True)
 
 
+# The call running a run, its wall and CPU time so far rewritten every minute: a runner killed
+# without a signal (a machine's restart, SIGKILL) leaves it behind, and the next runner counts it
+# as a stopped call, so that no call's time is lost.
+CALLS_IN_PROGRESS = Path(".snakemake") / "attrrob-study" / "calls-in-progress"
+KILLED_NOTE = ("its runner was killed without a signal: wall and CPU time up to the last of the "
+               "minutely records the runner wrote while it ran (at most a minute short)")
+
+
+def _call_in_progress_file(root: Path, run: Run) -> Path:
+    return root / CALLS_IN_PROGRESS / f"{run.name.replace('/', '__')}.json"
+
+
+def write_call_in_progress(root: Path, run: Run, call: dict) -> None:
+    outputs.write_json(_call_in_progress_file(root, run), {"run": run.name, "call": call})
+
+
+def clear_call_in_progress(root: Path, run: Run) -> None:
+    _call_in_progress_file(root, run).unlink(missing_ok=True)
+
+
+def recover_killed_calls(root: Path) -> list[str]:
+    """Each call left in progress by a runner killed outright becomes a stopped call of its run (the
+    caller holds the runner lock, so no live runner owns one); the names of those runs."""
+    found = []
+    for path in sorted((root / CALLS_IN_PROGRESS).glob("*.json")):
+        try:
+            left = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise AttrrobError(f"{path}: unreadable ({exc}); delete it to go on (the time of the call it "
+                               "recorded is then lost)") from None
+        if isinstance(left.get("run"), str) and isinstance(left.get("call"), dict):
+            run = Run(left["run"], ())
+            add_stopped_call(root, run, {**left["call"], "note": KILLED_NOTE})
+            found.append(run.name)
+        path.unlink()
+    return found
+
+
 def settings_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
     """The settings.json of the run's training and of each of its evaluations (not those of runs
     nested below it), as paths from `root`."""
