@@ -240,6 +240,12 @@ def test_a_sweep_in_progress_shows_its_points_run_with_their_loss_shares_and_its
     chosen = sweeps.summarise(spec, "topk")
     assert chosen["pending"] is None and "Selection pending" not in sweeps.markdown(chosen)
     assert sweeps.interval_note(chosen).endswith(" The ringed point is the one chosen on validation data.")
+    # The swept weight by its symbol, the config key beside it.
+    assert sweeps.figure_title(chosen, 0).endswith("against λ (lam)")
+    assert sweeps.swept_label("train", "steps") == "steps" and sweeps.swept_label("attack", "k") == "attack.k"
+    figure = sweeps.plot_sensitivity(chosen, 0)
+    assert {ax.get_xlabel() for ax in figure.axes} == {"λ (lam)"}
+    assert [t.get_text() for t in figure.axes[0].get_xticklabels()] == ["0.5", "2.5"]  # every swept value
 
 
 def test_a_sweep_points_difference_with_ig_sum_norm_of_the_same_seed_follows_a_plain_loop(tmp_path):

@@ -15,6 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from .. import registry
 from ..errors import DataError
 from ..intervals import mean_ci
 from ..result_files import SUMMARY
@@ -299,9 +300,12 @@ def plot_sensitivity(summary: Mapping, key_index: int):
             else:
                 margin = 0.05 * (max(values) - min(values))
                 ax.set_xlim(min(values) - margin, max(values) + margin)
-        if not numeric:
+        if numeric:  # ticks at the swept values, which a log axis's decades would miss
+            ax.set_xticks(values, [f"{v:g}" for v in values])
+            ax.minorticks_off()
+        else:
             ax.set_xticks(range(len(values)), [str(v) for v in values])
-        ax.set_xlabel(key if section == "train" else f"{section}.{key}")
+        ax.set_xlabel(swept_label(section, key))
         ax.set_ylabel(f"test {label}" + (" (%)" if percent else ""))
         ax.grid(alpha=0.3)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -322,10 +326,19 @@ def interval_note(summary: Mapping) -> str:
     return text
 
 
+def swept_label(section: str, key: str) -> str:
+    """A swept setting as a reader knows it: a loss weight by its symbol with the config key beside it
+    ("λ (lam)"), another training key by its name, an evaluation's as section.key."""
+    if section != "train":
+        return f"{section}.{key}"
+    symbol = registry.WEIGHT_SYMBOLS.get(key)
+    return f"{symbol} ({key})" if symbol else key
+
+
 def figure_title(summary: Mapping, key_index: int) -> str:
     section, key, _ = summary["swept"][key_index]
     return (f"{dataset_name(summary['dataset'])}, {method_name(summary['method'])}: test NA, AA, IN, τ "
-            f"({summary['attack']} attack) against {key if section == 'train' else section + '.' + key}")
+            f"({summary['attack']} attack) against {swept_label(section, key)}")
 
 
 def html(sweeps_root: str | Path, dataset: str, methods: Iterable[str], attack: str,
