@@ -280,6 +280,35 @@ def test_a_runs_call_records_its_time_while_it_runs_and_a_killed_ones_counts_on_
     assert not in_progress.exists() and store.recover_killed_calls(options.root) == []
 
 
+def test_a_stopped_calls_cpu_time_counts_the_jobs_its_snakemake_did_not_wait_for(tmp_path, monkeypatch):
+    """Snakemake, stopped, exits without waiting for its jobs, so wait4's rusage misses their CPU
+    time (a training's hours: a real stop recorded 7 CPU-s for an hour of 2-thread training). The
+    stand-in leader here starts a job that burns CPU and is killed by the stop unwaited."""
+    from attrrob.study import runner as runner_module
+    from attrrob.study.runner import Options, Runner
+
+    if runner_module.session_cpu_s(os.getpid()) is None:
+        pytest.skip("needs Linux's /proc")
+    fake = tmp_path / "bin" / "snakemake"
+    fake.parent.mkdir()
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.8: pass\ntime.sleep(60)\n"
+    fake.write_text(f"#!{sys.executable}\nimport subprocess, sys, time\n"
+                    f"subprocess.Popen([sys.executable, '-c', {burn!r}])\ntime.sleep(60)\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    run = study_plan.group(SWEEP_FILES).runs[0]
+    options = Options(root=tmp_path / "root", config="c.yaml", study=tmp_path / "s")
+    runner = Runner(options, log=lambda _: None)
+    runner._reused = lambda run, names: False
+    worker = threading.Thread(target=runner.run_one, args=(run, set()))
+    worker.start()
+    time.sleep(2.0)  # the job's burn is done
+    runner.stop()
+    worker.join()
+    (call,) = store.stopped_calls(options.root, run)
+    assert 0.7 <= call["cpu_s"] <= call["wall_s"] + 1.0
+
+
 def test_the_runs_table_marks_runs_of_several_calls_and_runs_timed_by_their_last_call(tmp_path):
     study = tmp_path / "s"
     load = {"load_average_start": [1.0], "load_average_end": [2.0]}

@@ -135,6 +135,9 @@ class Runner:
         # The run each Snakemake call (by its log name) runs, with its start: its time so far is
         # recorded every HEARTBEAT_S while it runs (store.write_call_in_progress).
         self._calls: dict[str, tuple[Run, float, tuple, int]] = {}
+        # A stopped call's CPU time read from /proc just before the stop: Snakemake, stopped, exits
+        # without waiting for its jobs, so wait4's rusage then misses them (the training's hours).
+        self._cpu_at_stop: dict[int, float] = {}
 
     # ------------------------------------------------------------------ plan and skips
     def prepare(self) -> tuple[Plan, list[Run]]:
@@ -204,7 +207,8 @@ class Runner:
         process.returncode = os.waitstatus_to_exitcode(status)
         with self._lock:
             self._active.pop(process.pid, None)
-        return process.returncode, time.monotonic() - start, usage.ru_utime + usage.ru_stime, log
+            cpu = max(usage.ru_utime + usage.ru_stime, self._cpu_at_stop.pop(process.pid, 0.0))
+        return process.returncode, time.monotonic() - start, cpu, log
 
     def _heartbeat(self, call: tuple, session: int, start: float, done: threading.Event) -> None:
         """Record the call's wall and CPU time so far every HEARTBEAT_S until it ends (no record
@@ -224,6 +228,8 @@ class Runner:
         with self._lock:
             self.stopping = True
             active = list(self._active.values())
+            for process in active:
+                self._cpu_at_stop[process.pid] = session_cpu_s(process.pid) or 0.0
         for process in active:
             try:
                 os.killpg(process.pid, signal.SIGTERM)
