@@ -56,6 +56,13 @@ def session_cpu_s(session: int) -> float | None:
     return total / ticks
 
 
+def _call_record(started: float, wall: float, cpu: float, threads: int, load_start, load_end) -> dict:
+    """One call's time as stopped and in-progress calls keep it (store.add_stopped_call)."""
+    return {"started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads_per_run": threads,
+            "load_average_start": [round(x, 2) for x in load_start],
+            "load_average_end": [round(x, 2) for x in load_end]}
+
+
 # The workflow's rules whose `threads:` come from its config's resources (train, evaluate).
 THREADED_RULES = ("train", "evaluate_accuracy", "evaluate_attack", "evaluate_validation_accuracy",
                   "evaluate_validation_attack")
@@ -194,15 +201,14 @@ class Runner:
             process = subprocess.Popen(command, cwd=o.root, env=env, stdout=handle, stderr=subprocess.STDOUT,
                                        stdin=subprocess.DEVNULL, start_new_session=True)
             self._active[process.pid] = process
-        call = self._calls.get(log_name)
-        done = threading.Event()
-        heartbeat = threading.Thread(target=self._heartbeat, args=(call, process.pid, start, done), daemon=True)
+        call, done, heartbeat = self._calls.get(log_name), threading.Event(), None
         if call is not None:
+            heartbeat = threading.Thread(target=self._heartbeat, args=(call, process.pid, start, done), daemon=True)
             heartbeat.start()
         # wait4: the CPU time of Snakemake and every job it waited for, this process tree alone.
         _, status, usage = os.wait4(process.pid, 0)
         done.set()
-        if call is not None:
+        if heartbeat is not None:
             heartbeat.join()
         process.returncode = os.waitstatus_to_exitcode(status)
         with self._lock:
@@ -219,9 +225,8 @@ class Runner:
             if cpu is None or done.is_set():
                 return
             store.write_call_in_progress(self.options.root, run, {
-                "started": started, "wall_s": round(time.monotonic() - start, 1), "cpu_s": round(cpu, 1),
-                "threads_per_run": threads, "load_average_start": [round(x, 2) for x in load_start],
-                "load_average_end": [round(x, 2) for x in os.getloadavg()], "recorded": round(time.time(), 1)})
+                **_call_record(started, time.monotonic() - start, cpu, threads, load_start, os.getloadavg()),
+                "recorded": round(time.time(), 1)})
 
     def stop(self, signum: int = signal.SIGTERM) -> None:
         """Stop every Snakemake process group now (a worker takes no further run)."""
@@ -299,11 +304,11 @@ class Runner:
         load_end = os.getloadavg()
         if self.stopping:
             # Its time counts when a later call finishes the run (a call killed outright counts up to
-            # its last minutely record: recover_killed_calls), measured in full now.
-            store.add_stopped_call(self.options.root, run, {
-                "started": started, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "threads_per_run": threads,
-                "load_average_start": [round(x, 2) for x in load_start],
-                "load_average_end": [round(x, 2) for x in load_end]})
+            # its last minutely record: recover_killed_calls), measured in full now; a call the stop
+            # came before (_snakemake started nothing: no time) is none.
+            if wall > 0:
+                store.add_stopped_call(self.options.root, run,
+                                       _call_record(started, wall, cpu, threads, load_start, load_end))
             store.clear_call_in_progress(self.options.root, run)
             return
         store.clear_call_in_progress(self.options.root, run)  # measured in full: the run's record has it
