@@ -626,6 +626,26 @@ def test_sigterm_to_a_training_process_writes_a_checkpoint_and_says_so(ws, tmp_p
     done = subprocess.run([*argv, "--steps", str(step + 1)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0 and f"resumed from checkpoint {saved} at step {step}" in done.stderr
     assert torch.load(out / "model.pt", weights_only=True)["step"] == step + 1
+    from attrrob import training
+
+    # The resumed call's log (which a workflow deletes before each call) opens with the earlier call's
+    # lines, kept beside the checkpoint, and the kept file holds both calls in order.
+    kept = saved.parent / training.CALL_LOG
+    earlier, _, this_call = done.stderr.partition("--- this call ---")
+    assert f"--- earlier calls of this run (kept in {kept}) ---" in earlier
+    assert "train digits/natural" in earlier and f"call ended: interrupted by SIGTERM after step {step}" in earlier
+    assert "resumed from checkpoint" not in earlier and f"resumed from checkpoint {saved}" in this_call
+    lines = kept.read_text().splitlines()
+    order = [i for i, line in enumerate(lines) if "train digits/natural:" in line or "call ended:" in line
+             or "resumed from checkpoint" in line]
+    assert [lines[i].split(": ", 1)[1][:12] for i in order] == ["train digits", "call ended: ", "train digits",
+                                                                "resumed from"]
+    # A start afresh (the checkpoint deleted) begins a new kept log.
+    saved.unlink()
+    again = subprocess.run([*argv, "--steps", "1"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "earlier calls" not in again.stderr, again.stderr
+    assert "call ended" not in kept.read_text() and "resumed from" not in kept.read_text()
+    assert kept.read_text().count("train digits/natural:") == 1
 
 
 def test_ctrl_c_during_training_finishes_the_step_and_writes_a_checkpoint(ws, tmp_path, capsys, monkeypatch):

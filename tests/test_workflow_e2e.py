@@ -264,6 +264,11 @@ def test_after_kill_9_of_snakemake_unlock_then_the_profile_rerun_resumes(tmp_pat
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
     log = (work / "logs/train/seed~0/digits/madry.log").read_text()
     assert "resumed from checkpoint" in log and "done digits/madry: step 300" in log
+    # Snakemake deleted the killed call's log; its lines come back from the copy kept beside the checkpoint.
+    earlier, _, this_call = log.partition("--- this call ---")
+    assert "--- earlier calls of this run (kept in checkpoints/digits/madry/settings~" in earlier
+    assert "train digits/madry: settings" in earlier and "written at step 25" in earlier
+    assert "resumed from checkpoint" in this_call and "resumed from" not in earlier
     metrics = json.loads((work / "results/seed~0/digits/madry/train_metrics.json").read_text())
     assert metrics["resumed_from_step"] >= 25 and metrics["steps"] == 300
 

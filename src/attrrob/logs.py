@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from contextlib import contextmanager
+from pathlib import Path
 
 ROOT = "attrrob"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -46,6 +48,38 @@ def setup(level: int = logging.INFO) -> None:
         handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
         root.addHandler(handler)
     root.setLevel(level)
+
+
+@contextmanager
+def kept_across_calls(path: str | Path, resuming: bool):
+    """Keep a resumable run's log lines in `path` (beside its checkpoint) across the calls that train it.
+
+    A workflow deletes a job's log file before each call, so a run stopped and resumed would leave only
+    its last call's lines. When `resuming`, the earlier calls' lines (kept in `path`) are first copied to
+    stderr under a heading; otherwise `path` starts afresh (an earlier log belongs to a discarded
+    training). This call's lines, and how it ended when it ends by an exception, are appended to `path`.
+    """
+    path = Path(path)
+    earlier = path.read_text(encoding="utf-8", errors="replace") if resuming and path.is_file() else ""
+    if earlier:
+        sys.stderr.write(f"--- earlier calls of this run (kept in {path}) ---\n{earlier}--- this call ---\n")
+        sys.stderr.flush()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, mode="a" if earlier else "w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+    root = logging.getLogger(ROOT)
+    root.addHandler(handler)
+    try:
+        yield path
+    except BaseException as exc:
+        # The CLI prints the ending on stderr only; the kept log needs it to show why the call stopped.
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        handler.emit(logging.LogRecord(f"{ROOT}.call", logging.WARNING, __file__, 0,
+                                       f"call ended: {message}", None, None))
+        raise
+    finally:
+        root.removeHandler(handler)
+        handler.close()
 
 
 def bar_wanted(progress: bool) -> bool:

@@ -46,6 +46,7 @@ from .result_files import MODEL, TRAIN_LOG, TRAIN_METRICS, train_log_columns
 log = get("train")
 
 CHECKPOINT_NAME = "latest.pt"
+CALL_LOG = "train.log"  # beside the checkpoint: the log lines of every call that trained it (logs.kept_across_calls)
 # Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({"steps", "log_every", "checkpoint_every", "ig_max_batch"})
 
@@ -241,6 +242,13 @@ def check_finished_model(model_path: Path, settings: Mapping, force: bool) -> No
     if shown:
         raise AttrrobError(f"{model_path} holds a finished model of other settings ({shown}); "
                            "use another --out, or pass --force to replace it")
+
+
+def resumes(ckpt_path: Path, settings: Mapping, force: bool = False) -> bool:
+    """Whether `train` will resume from `ckpt_path` rather than start afresh (`resume`'s choice, made ahead)."""
+    if not Path(ckpt_path).is_file():
+        return False
+    return not force or not _differences(checkpoint.load_checkpoint(ckpt_path)["config"], settings)
 
 
 def resume(state: RunState, ckpt_path: Path, settings: Mapping, force: bool = False) -> bool:

@@ -47,13 +47,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.checkpoint_dir is not None and args.checkpoint_dir.exists() and not args.checkpoint_dir.is_dir():
         raise AttrrobError(f"--checkpoint-dir {args.checkpoint_dir} is an existing file; it names a directory")
 
-    from ..training import checkpoint_path, default_checkpoint_dir, train
+    from .. import logs
+    from ..training import CALL_LOG, checkpoint_path, default_checkpoint_dir, resumes, train
 
     checkpoint_dir = args.checkpoint_dir if args.checkpoint_dir is not None else default_checkpoint_dir(args.out)
     # The lock is on the folder of these settings: runs of other settings (other seeds, sweep
     # points) share --checkpoint-dir and train at the same time.
-    own = checkpoint_path(checkpoint_dir, settings).parent
-    with locked_dirs(("--out", args.out), ("--checkpoint-dir", own)):
+    latest = checkpoint_path(checkpoint_dir, settings)
+    own = latest.parent
+    with (locked_dirs(("--out", args.out), ("--checkpoint-dir", own)),
+          logs.kept_across_calls(own / CALL_LOG, resuming=resumes(latest, settings, args.force))):
         x_train, y_train = load_split(args.data, "train", args.dataset, log)
         with held_device(args.device) as device:
             return train(settings, x_train, y_train, args.out, checkpoint_dir=checkpoint_dir,
