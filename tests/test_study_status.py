@@ -137,3 +137,18 @@ def test_status_says_which_estimate_is_scaled(workflow):
     assert line.endswith(f"to run: expected {expected / 60:.0f} min at 2 thread(s) (no committed run of its "
                          "method: madry's, its training scaled by per-step cost)")
     assert "not counted" not in lines[-1]
+
+
+@pytest.mark.parametrize("benchmark, label", [
+    ("results/benchmarks/train/seed~0/mnist/sarkar/sweep/lam~0.5.tsv", "train"),
+    ("results/benchmarks/evaluate_accuracy/seed~0/mnist/sarkar/sweep/lam~0.5.tsv", "accuracy"),
+    ("results/benchmarks/evaluate_attack/seed~0/mnist/sarkar/sweep/lam~0.5/topk.tsv", "topk"),
+    ("results/benchmarks/evaluate_attack/validation/seed~0/mnist/sarkar/sweep/lam~0.5/topk_select.tsv",
+     "validation topk_select"),
+    ("results/benchmarks/evaluate_accuracy/validation/seed~0/mnist/sarkar/sweep/lam~0.5.tsv", "validation accuracy"),
+    ("logs/train/seed~0/mnist/sarkar/sweep/lam~0.5.log", ""),
+])
+def test_a_benchmark_path_names_its_job_for_the_cost_table_and_the_estimate(benchmark, label):
+    from attrrob.study.plan import job_label
+
+    assert job_label(benchmark, "seed~0/mnist/sarkar/sweep/lam~0.5") == label

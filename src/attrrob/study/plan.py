@@ -164,6 +164,20 @@ def benchmark_files(root: Path, run: Run, run_names: set[str]) -> list[str]:
     return found
 
 
+def job_label(benchmark: str, run: str) -> str:
+    """The job a benchmark file of `run` (a path `benchmark_files` returns) records: train, accuracy,
+    an attack's name; those on the validation split marked "validation ..."; "" for another path."""
+    parts = benchmark.split("/", 3)
+    if len(parts) < 4 or parts[:2] != [RESULTS, "benchmarks"]:
+        return ""
+    rule, rest = parts[2], parts[3]
+    validation = rest.startswith("validation/")
+    tail = rest[len("validation/"):] if validation else rest
+    name = tail[len(run) + 1:-len(".tsv")] if tail.startswith(run + "/") else ""
+    label = {"train": "train", "evaluate_accuracy": "accuracy"}.get(rule, name or rule)
+    return f"validation {label}" if validation else label
+
+
 def summary(root: Path, snakemake_args: list[str], target: str = "all") -> Plan:
     """The plan of `target` under the workflow at `root` with `snakemake_args` (e.g. --configfile).
 

@@ -18,7 +18,7 @@ from attrrob.cli import collect_results
 from attrrob.errors import AttrrobError
 from attrrob.experiments import SWEEPS_ROOT
 from attrrob.study import findings, store
-from attrrob.study.plan import RESULTS, read_json
+from attrrob.study.plan import RESULTS, job_label, read_json
 
 STATUS_START, STATUS_END = "<!-- study-status:start -->", "<!-- study-status:end -->"
 NOTEBOOKS = {"summary": "workflow/notebooks/summary.ipynb", "dataset": "workflow/notebooks/dataset.ipynb"}
@@ -89,17 +89,6 @@ def _calls(study: Path, name: str, record: dict) -> str:
     return f" (last call only: training resumed at step {resumed})" if resumed else ""
 
 
-def _job_label(benchmark: str, run: str) -> str:
-    """A job's column in the cost table, from its benchmark file's path (results/benchmarks/<rule>/
-    [validation/]<run>[/<attack>].tsv): train, accuracy, an attack's name; validation ones marked."""
-    rule, rest = benchmark.split("/")[2], benchmark.split("/", 3)[3]
-    validation = rest.startswith("validation/")
-    tail = rest[len("validation/"):] if validation else rest
-    name = tail[len(run) + 1:-len(".tsv")] if tail.startswith(run + "/") else ""
-    label = {"train": "train", "evaluate_accuracy": "accuracy"}.get(rule, name or rule)
-    return f"validation {label}" if validation else label
-
-
 STOPPED = "stopped calls"
 
 
@@ -113,7 +102,7 @@ def cost_table(study: Path, runs: list[str]) -> str:
             continue  # no job of its own
         parts = name.split("/")
         key = parts[2] + (" (sweep)" if len(parts) > 3 else "")
-        jobs = {_job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]}
+        jobs = {job_label(job["benchmark"], name): job["cpu_s"] for job in record["jobs"]}
         if record.get("stopped_calls"):
             # Benchmarks exist for finished jobs only: a stopped call's time (mostly the training it
             # stopped, which resumed from its checkpoint) is in no job's record.

@@ -70,7 +70,8 @@ def _train_wall_s(record: dict) -> float | None:
     """The wall time of the run's training, all its calls: the record's wall time less the finishing
     call's other jobs (their benchmark records), since a resumed training's benchmark covers only
     its last call. None without a training benchmark."""
-    trains = [job for job in record.get("jobs", []) if "/benchmarks/train/" in str(job.get("benchmark", ""))]
+    trains = [job for job in record.get("jobs", [])
+              if study_plan.job_label(str(job.get("benchmark", "")), record.get("run", "")) == "train"]
     if len(trains) != 1:
         return None
     others = sum(float(job["wall_s"]) for job in record["jobs"] if job is not trains[0])
