@@ -61,6 +61,12 @@ def test_status_lists_each_run_and_the_time_left(workflow):
     assert by_run["seed~1/mnist/sarkar"].endswith("to run: expected 1.7 h at 2 thread(s)")
     assert by_run["seed~0/mnist/ig_norm"].endswith(
         "to run: no committed run of its method, or of one with a measured per-step cost, to estimate from")
+    # A second committed run of a method: the longer one counts, and the line says how far they lie apart.
+    _record(study, "seed~1/mnist/sarkar", 9000.0, 12000.0, 2)
+    two = {line.split()[0]: line for line in status.report(root, study, threads_per_run=2, jobs=1)[1:-1]}
+    assert two["seed~0/mnist/sarkar/sweep/lam~0.5"].endswith(
+        "expected 2.5 h at 2 thread(s) (the longest of its method's 2 committed runs, which took 1.7 h to 2.5 h)")
+    (study / "results/seed~1/mnist/sarkar/study_run.json").unlink()
     # Left: lam~0.5 and seed~1 sarkar at 6000 s each (madry's 2-thread run is committed): 200 min.
     assert lines[-1].startswith("left: 4 run(s), about 3.3 h of wall time at 1 at a time and 2 thread(s) each")
     assert lines[-1].endswith("not counted: 1 run(s) with no estimate")

@@ -53,11 +53,17 @@ def estimate(records_by_run: dict[str, dict], run_name: str, threads_per_run: in
     """(seconds, None): the longest wall time of a committed run (trained, not reused) of `run_name`'s
     data set and method at `threads_per_run`; without one, (seconds, the method scaled from) of
     `scaled_estimate`; None when neither exists."""
-    walls = [float(record["wall_s"]) for record in _trained(records_by_run, threads_per_run)
-             if method_key(record.get("run", "")) == method_key(run_name)]
+    walls = committed_walls(records_by_run, run_name, threads_per_run)
     if walls:
         return max(walls), None
     return scaled_estimate(records_by_run, run_name, threads_per_run)
+
+
+def committed_walls(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> list[float]:
+    """The wall times of the committed runs (trained, not reused) of `run_name`'s data set and method
+    at `threads_per_run`."""
+    return [float(record["wall_s"]) for record in _trained(records_by_run, threads_per_run)
+            if method_key(record.get("run", "")) == method_key(run_name)]
 
 
 def expected_wall_s(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> float | None:
@@ -197,9 +203,12 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
             how = "no committed run of its method, or of one with a measured per-step cost, to estimate from"
         else:
             left += found[0]
+            walls = committed_walls(done, name, threads_per_run)
+            spread = (f" (the longest of its method's {len(walls)} committed runs, which took "
+                      f"{_minutes(min(walls))} to {_minutes(max(walls))})" if len(set(walls)) > 1 else "")
             how = f"expected {_minutes(found[0])} at {threads_per_run} thread(s)" + (
                 f" (no committed run of its method: {found[1]}'s, its training scaled by per-step cost)"
-                if found[1] else "")
+                if found[1] else spread)
         lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + how)
     if len(done) < len(names):
         lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(left / max(jobs, 1))} of wall time at "
