@@ -53,3 +53,13 @@ def test_budget_sources_are_in_the_tree():
     page = (REPO / "docs/budgets.md").read_text(encoding="utf-8")
     assert "not in this repository's tree" not in page
     assert "`studies/digits_quickstart/budget/grid_000300.json`" in page
+
+
+def test_the_committed_study_stays_within_its_size_limit():
+    # The issue that set the study up allows 25 MB for everything committed under studies/ (per-example
+    # files, traces, rendered reports); about 0.5 MB a run leaves room for all 18 runs.
+    files = [path for path in (REPO / "studies").rglob("*") if path.is_file()]
+    total = sum(path.stat().st_size for path in files)
+    largest = max(files, key=lambda path: path.stat().st_size)
+    assert total <= 25 * 10**6, (f"studies/ holds {total / 1e6:.1f} MB, over the 25 MB limit; the largest file is "
+                                 f"{largest.relative_to(REPO)} ({largest.stat().st_size / 1e6:.1f} MB)")
