@@ -50,23 +50,64 @@ def setup(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+class _KeptLog(logging.Handler):
+    """One call's lines for a run's kept log, held back until the call has written its checkpoint,
+    then appended (so that a call refused before training, for bad input, changes no file there).
+    Best effort: a kept log that cannot be written never stops a training."""
+
+    def __init__(self, path: Path, checkpoint: Path, resuming: bool):
+        super().__init__()
+        self.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        self.path, self.checkpoint = path, checkpoint
+        self.mode = "a" if resuming else "w"  # "w": an earlier kept log belongs to a discarded training
+        self.stamp_at_start = self._stamp()
+        self.held: list[str] | None = []
+
+    def _stamp(self) -> int | None:
+        try:
+            return self.checkpoint.stat().st_mtime_ns
+        except OSError:
+            return None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # a malformed record is logging's own error, not a reason to stop training
+            return
+        if self.held is None:
+            self._write([line])
+            return
+        self.held.append(line)
+        stamp = self._stamp()
+        if stamp is not None and stamp != self.stamp_at_start:
+            lines, self.held = self.held, None
+            self._write(lines)
+
+    def _write(self, lines: list[str]) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path, self.mode, encoding="utf-8") as fh:
+                fh.write("".join(f"{line}\n" for line in lines))
+        except OSError:
+            pass
+        self.mode = "a"
+
+
 @contextmanager
-def kept_across_calls(path: str | Path, resuming: bool):
-    """Keep a resumable run's log lines in `path` (beside its checkpoint) across the calls that train it.
+def kept_across_calls(path: str | Path, checkpoint: str | Path, resuming: bool):
+    """Keep a resumable run's log lines in `path` (beside its `checkpoint`) across the calls that train it.
 
     A workflow deletes a job's log file before each call, so a run stopped and resumed would leave only
     its last call's lines. When `resuming`, the earlier calls' lines (kept in `path`) are first copied to
-    stderr under a heading; otherwise `path` starts afresh (an earlier log belongs to a discarded
-    training). This call's lines, and how it ended when it ends by an exception, are appended to `path`.
+    stderr under a heading. This call's lines, and how it ended when it ends by an exception, go to `path`
+    once it has written the checkpoint (appended when resuming; otherwise they replace an earlier file).
     """
     path = Path(path)
     earlier = path.read_text(encoding="utf-8", errors="replace") if resuming and path.is_file() else ""
     if earlier:
         sys.stderr.write(f"--- earlier calls of this run (kept in {path}) ---\n{earlier}--- this call ---\n")
         sys.stderr.flush()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, mode="a" if earlier else "w", encoding="utf-8")
-    handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+    handler = _KeptLog(path, Path(checkpoint), resuming)
     root = logging.getLogger(ROOT)
     root.addHandler(handler)
     try:
@@ -74,8 +115,8 @@ def kept_across_calls(path: str | Path, resuming: bool):
     except BaseException as exc:
         # The CLI prints the ending on stderr only; the kept log needs it to show why the call stopped.
         message = " ".join(str(exc).split()) or type(exc).__name__
-        handler.emit(logging.LogRecord(f"{ROOT}.call", logging.WARNING, __file__, 0,
-                                       f"call ended: {message}", None, None))
+        handler.handle(logging.LogRecord(f"{ROOT}.call", logging.WARNING, __file__, 0,
+                                         f"call ended: {message}", None, None))
         raise
     finally:
         root.removeHandler(handler)

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     latest = checkpoint_path(checkpoint_dir, settings)
     own = latest.parent
     with (locked_dirs(("--out", args.out), ("--checkpoint-dir", own)),
-          logs.kept_across_calls(own / CALL_LOG, resuming=resumes(latest, settings, args.force))):
+          logs.kept_across_calls(own / CALL_LOG, latest, resuming=resumes(latest, settings, args.force))):
         x_train, y_train = load_split(args.data, "train", args.dataset, log)
         with held_device(args.device) as device:
             return train(settings, x_train, y_train, args.out, checkpoint_dir=checkpoint_dir,
