@@ -153,3 +153,28 @@ def test_a_sweep_in_progress_lists_each_points_loss_shares_and_that_its_choice_w
                     "paired images; interval over the paired test images, 1 seed), λ·R_CACR 0.000225%, λ·R_WACR "
                     "6.22%. The choice on "
                     "validation is made once every point is run (1 of 2 so far).")
+
+
+@pytest.mark.parametrize("chosen, swept, note", [
+    ("lam~2.5", [0.1, 0.5, 2.5], "λ (lam) = 2.5 is the largest value swept"),
+    ("lam~0.1", [0.1, 0.5, 2.5], "λ (lam) = 0.1 is the smallest value swept"),
+    ("lam~0.5", [0.1, 0.5, 2.5], None),
+    ("lam~2.5", [0.5, 2.5], None),  # two values bracket nothing either way: no note
+])
+def test_a_choice_at_an_end_of_the_sweep_says_the_sweep_does_not_bracket_the_best_value(tmp_path, chosen, swept, note):
+    from attrrob.report import sweeps
+
+    test = {"NA": {"mean": 0.98}, "AA": {"mean": 0.9},
+            "IN": {"mean": 0.87, "ci_low": 0.86, "ci_high": 0.88}, "τ": {"mean": 0.48}}
+    points = [{"label": f"lam~{v:g}", "point": [["train", "lam", v]], "chosen": f"lam~{v:g}" == chosen,
+               "test": test, "loss_shares": {}, "validation": {"value": 0.873}} for v in swept]
+    summary = {"method": "sarkar", "attack": "topk", "swept": [["train", "lam", swept]], "points": points,
+               "pending": None, "selection": {"metric": "IN", "num_examples": 200, "split": "validation",
+                                              "rule": "max of validation IN", "chosen": {"label": chosen}}}
+    text = Findings(tmp_path, ["mnist"], ["sarkar"], ["topk"], seeds=[0]).sweep(summary)
+    assert f"by max of validation IN: **{chosen}** (validation IN 87.3%)" in text
+    if note is None:
+        assert sweeps.edge_note(summary) == "" and "value swept" not in text
+    else:
+        assert text.endswith(f"**{chosen}** (validation IN 87.3%); {note}: the sweep does not bracket the best "
+                             "value, and the selection metric may go on rising past it.")

@@ -205,12 +205,12 @@ def _cell(value: Mapping, percent: bool) -> str:
 
 def markdown(summary: Mapping) -> str:
     """A sweep as a Markdown table: each point's test NA, AA, IN, τ (and the main runs' row)."""
-    selection = summary["selection"]
+    selection, edge = summary["selection"], edge_note(summary)
     lines = [f"### Sweep: {dataset_name(summary['dataset'])}, {method_name(summary['method'])}", ""]
     if selection:
         lines.append(f"Chosen on the {selection['split']} split ({selection['num_examples']} images), never "
                      f"test: {selection['rule']}. Chosen: **{selection['chosen']['label']}**; the main runs "
-                     "train with it.")
+                     "train with it." + (f" Note: {edge}" if edge else ""))
     elif summary.get("pending"):
         pending = summary["pending"]
         lines.append(f"Selection pending: made on the validation split ({pending['num_examples']} images, "
@@ -313,6 +313,24 @@ def plot_sensitivity(summary: Mapping, key_index: int):
         unique = dict(zip(labels, handles))
         axes[0].legend(unique.values(), unique.keys(), fontsize="small")
     return fig
+
+
+def edge_note(summary: Mapping) -> str:
+    """A sentence when the chosen point sits at an end of a numeric swept range (at least 3 values): the
+    sweep then does not bracket the best value, and the selection metric may go on rising past it. "" else."""
+    chosen = next((p for p in summary["points"] if p["chosen"]), None)
+    if chosen is None:
+        return ""
+    notes = []
+    for index, (section, key, values) in enumerate(summary["swept"]):
+        if len(set(map(json.dumps, values))) < 3 or not _numeric(values):
+            continue
+        value = chosen["point"][index][2]
+        end = "largest" if value == max(values) else "smallest" if value == min(values) else None
+        if end:
+            notes.append(f"{swept_label(section, key)} = {value:g} is the {end} value swept: the sweep does not "
+                         "bracket the best value, and the selection metric may go on rising past it")
+    return "; ".join(notes) + "." if notes else ""
 
 
 def interval_note(summary: Mapping) -> str:

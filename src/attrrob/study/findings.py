@@ -16,6 +16,7 @@ import pandas as pd
 from attrrob.intervals import mean_ci
 from attrrob.report import lens as report_lens
 from attrrob.report import load, magnitudes, seeds as report_seeds
+from attrrob.report import sweeps as report_sweeps
 from attrrob.report.tables import AUTOATTACK_GAP
 
 # The comparisons the reports pair image by image (collect-results' PAIRED), baseline second.
@@ -202,6 +203,9 @@ class Findings:
             shown_value = f" (validation {selection['metric']} {number})" if finite else ""
             text += (f". Chosen on {selection['num_examples']} {selection['split']} images by {selection['rule']}: "
                      f"**{chosen['label']}**{shown_value}")
+            edge = report_sweeps.edge_note(summary)
+            if edge:
+                text += f"; {edge[:-1]}"
         return text + "."
 
     def regularizers(self, dataset: str) -> str | None:
