@@ -192,6 +192,16 @@ def _share_cell(shares: Mapping, label: str) -> str:
     return "—" if not entry else f"{100 * entry['mean']:.3g}%"  # 3 significant digits: R_CACR's share can be 1e-5
 
 
+def _seeds_cell(planned: Sequence[Any], test: Mapping) -> str:
+    """The seeds a row's numbers come from, and those planned but without a result yet (a study in progress)."""
+    done = {str(seed) for value in test.values() for seed in value.get("per_seed", {})}
+    have = [str(seed) for seed in planned if str(seed) in done]
+    missing = [str(seed) for seed in planned if str(seed) not in done]
+    if not missing:
+        return ", ".join(have)
+    return f"{', '.join(have) or '—'} ({', '.join(missing)}: no result yet)"
+
+
 def _cell(value: Mapping, percent: bool) -> str:
     if not math.isfinite(value["mean"]):
         return "—"
@@ -239,13 +249,14 @@ def markdown(summary: Mapping) -> str:
     lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0) + len(shares) + bool(paired)))
 
     def row(name, seeds, entry, extra):
+        seeds = _seeds_cell(seeds, entry["test"])
         test = entry["test"]
         cells = [_cell(test[label], percent) for label, _, _, percent in SWEEP_METRICS]
         interval = test["NA"]["interval"]
         extra += "".join(f" | {_share_cell(entry.get('loss_shares', {}), label)}" for label in shares)
         if paired:
             extra += f" | {_paired_cell(entry.get('paired'))}"
-        return f"| {name} | {', '.join(map(str, seeds))} | " + " | ".join(cells) + extra + f" | {interval} |"
+        return f"| {name} | {seeds} | " + " | ".join(cells) + extra + f" | {interval} |"
 
     for point in summary["points"]:
         name = f"**{point['label']}** (chosen)" if point["chosen"] else point["label"]
