@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = "attrrob"
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def get(name: str) -> logging.Logger:
@@ -45,7 +46,7 @@ def setup(level: int = logging.INFO) -> None:
     root = logging.getLogger(ROOT)
     if not any(isinstance(h, _StderrHandler) for h in root.handlers):
         handler = _StderrHandler()
-        handler.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        handler.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
         root.addHandler(handler)
     root.setLevel(level)
 
@@ -57,7 +58,7 @@ class _KeptLog(logging.Handler):
 
     def __init__(self, path: Path, checkpoint: Path, resuming: bool):
         super().__init__()
-        self.setFormatter(logging.Formatter(FORMAT, "%Y-%m-%d %H:%M:%S"))
+        self.setFormatter(logging.Formatter(FORMAT, DATE_FORMAT))
         self.path, self.checkpoint = path, checkpoint
         self.mode = "a" if resuming else "w"  # "w": an earlier kept log belongs to a discarded training
         self.stamp_at_start = self._stamp()

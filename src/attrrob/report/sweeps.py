@@ -249,8 +249,8 @@ def markdown(summary: Mapping) -> str:
     lines.append("|" + "---|" * (3 + len(SWEEP_METRICS) + (1 if selection else 0) + len(shares) + bool(paired)))
 
     def row(name, seeds, entry, extra):
-        seeds = _seeds_cell(seeds, entry["test"])
         test = entry["test"]
+        seeds = _seeds_cell(seeds, test)
         cells = [_cell(test[label], percent) for label, _, _, percent in SWEEP_METRICS]
         interval = test["NA"]["interval"]
         extra += "".join(f" | {_share_cell(entry.get('loss_shares', {}), label)}" for label in shares)
