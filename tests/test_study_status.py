@@ -61,17 +61,44 @@ def test_status_lists_each_run_and_the_time_left(workflow):
     assert by_run["seed~1/mnist/sarkar"].endswith("to run: expected 1.7 h at 2 thread(s)")
     assert by_run["seed~0/mnist/ig_norm"].endswith(
         "to run: no committed run of its method, or of one with a measured per-step cost, to estimate from")
-    # A second committed run of a method: the longer one counts, and the line says how far they lie apart.
+    # A second committed run of a method: the median is expected, the longer one the bound, and the
+    # line says how far they lie apart.
     _record(study, "seed~1/mnist/sarkar", 9000.0, 12000.0, 2)
-    two = {line.split()[0]: line for line in status.report(root, study, threads_per_run=2, jobs=1)[1:-1]}
-    assert two["seed~0/mnist/sarkar/sweep/lam~0.5"].endswith(
-        "expected 2.5 h at 2 thread(s) (the longest of its method's 2 committed runs, which took 1.7 h to 2.5 h)")
+    two = status.report(root, study, threads_per_run=2, jobs=1)
+    assert {line.split()[0]: line for line in two[1:-1]}["seed~0/mnist/sarkar/sweep/lam~0.5"].endswith(
+        "expected 2.1 h at 2 thread(s), at most 2.5 h (the median and longest of its method's 2 committed runs, "
+        "which took 1.7 h to 2.5 h)")
+    assert "about 2.1 h of wall time" in two[-1] and "at most about 2.5 h" in two[-1]
     (study / "results/seed~1/mnist/sarkar/study_run.json").unlink()
     # Left: lam~0.5 and seed~1 sarkar at 6000 s each (madry's 2-thread run is committed): 200 min.
     assert lines[-1].startswith("left: 4 run(s), about 3.3 h of wall time at 1 at a time and 2 thread(s) each")
+    assert "at most about 3.3 h" in lines[-1]
     assert lines[-1].endswith("not counted: 1 run(s) with no estimate")
     # At one thread only the one-thread Madry record could estimate, and no Madry run is left.
     assert "about 0 min" in status.report(root, study, threads_per_run=1, jobs=1)[-1]
+
+
+def test_a_run_in_training_counts_its_logged_eta_plus_its_methods_median_evaluation(workflow):
+    root, study = workflow
+    # Sarkar's committed runs: 6000 s (4000 s training) and 9000 s (6000 s training), 2000 s and
+    # 3000 s of evaluation; Madry's evaluation (100 s) is another method's and does not count.
+    _record(study, "seed~0/mnist/sarkar/sweep/lam~0.1", 6000.0, 11500.0, 2, jobs=_jobs(4000.0, [1500.0, 500.0]))
+    _record(study, "seed~1/mnist/sarkar", 9000.0, 12000.0, 2, jobs=_jobs(6000.0, [3000.0]))
+    _record(study, "seed~1/mnist/madry", 1200.0, 1100.0, 2, jobs=_jobs(1100.0, [100.0]))
+    assert status.training_eta_s(root, "seed~0/mnist/sarkar/sweep/lam~0.5", set(RUNS)) == 6600.0
+    assert status.evaluation_wall_s(status.records(study), "seed~0/mnist/sarkar/sweep/lam~0.5", 2) == 2500.0
+    lines = status.report(root, study, threads_per_run=2, jobs=1)
+    line = next(line for line in lines if line.split()[0] == "seed~0/mnist/sarkar/sweep/lam~0.5")
+    assert line.endswith("about 2.5 h left (the logged ETA plus its method's median evaluation, 42 min)")
+    # Left: lam~0.5's 6600 + 2500 s (the bound counts it in full as the longest, 9000 s), and ig_norm
+    # scaled from Sarkar's longer run (nearer in step_costs.yaml's per-step cost than Madry's).
+    ig_norm = 3000.0 + 6000.0 * 1.5926 / 3.7988
+    assert f"about {(9100.0 + ig_norm) / 3600:.1f} h of wall time" in lines[-1]
+    assert f"at most about {(9000.0 + ig_norm) / 3600:.1f} h" in lines[-1]
+    # Once the newest log is an evaluation's, its ETA is not the training's.
+    evaluation = root / "logs/evaluate_attack/seed~0/mnist/sarkar/sweep/lam~0.5/topk.log"
+    os.utime(evaluation, None)
+    assert status.training_eta_s(root, "seed~0/mnist/sarkar/sweep/lam~0.5", set(RUNS)) is None
 
 
 def test_status_names_the_runner_holding_the_lock(workflow):

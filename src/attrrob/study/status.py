@@ -4,10 +4,12 @@ and the expected wall time of what is left.
 
 The plan is the committed plan.json, each committed run's record its study_run.json; progress and
 the runner's lock are read from the workflow folder the study runs in. A run's expected wall time is
-the longest of the committed runs (trained, not reused) of its data set and method at the same
-threads per run: the estimate `attrrob study run --finish-within` uses. A method with no such run
-is estimated from the run of the method nearest in measured per-step cost (step_costs.yaml), its
-training's wall time scaled by the cost ratio.
+the median of the committed runs (trained, not reused) of its data set and method at the same
+threads per run, and at most the longest of them: the bound `attrrob study run --finish-within`
+uses, since a run that shared the machine or spanned calls took longer than the rest. A method with
+no such run is estimated from the run of the method nearest in measured per-step cost
+(step_costs.yaml), its training's wall time scaled by the cost ratio. A run in progress counts its
+training's last logged ETA plus its method's median evaluation time.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import statistics
 import time
 from pathlib import Path, PurePosixPath
 
@@ -141,8 +144,8 @@ def _run_logs(root: Path, run_name: str, run_names: set[str]) -> list[Path]:
     return found
 
 
-def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
-    """The last progress line of the run's most recently written job log, shortened, or None."""
+def _last_progress(root: Path, run_name: str, run_names: set[str]) -> tuple[Path, re.Match | None] | None:
+    """(the run's most recently written job log, its last progress line's match or None), or None."""
     logs = _run_logs(root, run_name, run_names)
     if not logs:
         return None
@@ -150,9 +153,44 @@ def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
     for line in reversed(newest.read_text(encoding="utf-8", errors="replace").splitlines()):
         found = _PROGRESS.match(line.strip())
         if found:
-            return (f"{newest.parent.relative_to(root / 'logs').parts[0]}: {found['what']} {found['done']}/"
-                    f"{found['total']} {found['unit']} ({found['share']}%) at {found['time']}, ETA {found['eta']}")
+            return newest, found
+    return newest, None
+
+
+def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
+    """The last progress line of the run's most recently written job log, shortened, or None."""
+    last = _last_progress(root, run_name, run_names)
+    if last is None:
+        return None
+    newest, found = last
+    if found:
+        return (f"{newest.parent.relative_to(root / 'logs').parts[0]}: {found['what']} {found['done']}/"
+                f"{found['total']} {found['unit']} ({found['share']}%) at {found['time']}, ETA {found['eta']}")
     return f"{newest.relative_to(root).as_posix()} written at {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(newest.stat().st_mtime))}"
+
+
+def training_eta_s(root: Path, run_name: str, run_names: set[str]) -> float | None:
+    """The seconds of the last logged ETA when the run's newest job log is its training's, else None."""
+    last = _last_progress(root, run_name, run_names)
+    if last is None or last[1] is None or last[0].parent.relative_to(root / "logs").parts[0] != "train":
+        return None
+    hours, minutes, seconds = (last[1]["eta"].split(":") + ["?"] * 3)[:3]
+    if not (hours.isdigit() and minutes.isdigit() and seconds.isdigit()):
+        return None
+    return int(hours) * 3600.0 + int(minutes) * 60.0 + int(seconds)
+
+
+def evaluation_wall_s(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> float | None:
+    """The median wall time of what follows training (a committed run's wall less its training's) over
+    the committed runs of `run_name`'s method at `threads_per_run`, else over those of its data set
+    (the protocol is the same for every method); None without one."""
+    trained = _trained(records_by_run, threads_per_run)
+    for same in (lambda key: key == method_key(run_name), lambda key: key[:1] == method_key(run_name)[:1]):
+        parts = [float(record["wall_s"]) - train for record in trained
+                 if same(method_key(record.get("run", ""))) and (train := _train_wall_s(record)) is not None]
+        if parts:
+            return statistics.median(parts)
+    return None
 
 
 def runner_pid(root: Path) -> str | None:
@@ -182,7 +220,7 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
     pid = runner_pid(root)
     lines = [f"study {study} ({plan.get('config', '?')}): {sum(n in done for n in names)} of {len(names)} runs "
              f"committed; " + (f"a runner (PID {pid}) runs in {root}" if pid else f"no runner runs in {root}")]
-    left, unknown = 0.0, []
+    typical_left, longest_left, unknown = 0.0, 0.0, []
     width = max(map(len, names))
     for name in names:
         record = done.get(name)
@@ -198,21 +236,36 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
             lines.append(f"  {name:<{width}}  to take the files of its sweep's chosen point (no training)")
             continue
         found = estimate(done, name, threads_per_run)
+        walls = committed_walls(done, name, threads_per_run)
         if found is None:
             unknown.append(name)
             how = "no committed run of its method, or of one with a measured per-step cost, to estimate from"
+        elif found[1]:
+            typical_left += found[0]
+            longest_left += found[0]
+            how = (f"expected {_minutes(found[0])} at {threads_per_run} thread(s) (no committed run of its method: "
+                   f"{found[1]}'s, its training scaled by per-step cost)")
         else:
-            left += found[0]
-            walls = committed_walls(done, name, threads_per_run)
-            spread = (f" (the longest of its method's {len(walls)} committed runs, which took "
-                      f"{_minutes(min(walls))} to {_minutes(max(walls))})" if len(set(walls)) > 1 else "")
-            how = f"expected {_minutes(found[0])} at {threads_per_run} thread(s)" + (
-                f" (no committed run of its method: {found[1]}'s, its training scaled by per-step cost)"
-                if found[1] else spread)
+            median = statistics.median(walls)
+            typical_left += median
+            longest_left += found[0]
+            how = (f"expected {_minutes(median)} at {threads_per_run} thread(s)" if len(set(walls)) == 1 else
+                   f"expected {_minutes(median)} at {threads_per_run} thread(s), at most {_minutes(found[0])} (the "
+                   f"median and longest of its method's {len(walls)} committed runs, which took "
+                   f"{_minutes(min(walls))} to {_minutes(max(walls))})")
+        eta, evaluation = training_eta_s(root, name, set(names)), evaluation_wall_s(done, name, threads_per_run)
+        if found is not None and eta is not None and evaluation is not None:
+            # A run in progress: its training's own pace counts, not a whole run's estimate.
+            typical_left += eta + evaluation - (statistics.median(walls) if not found[1] else found[0])
+            how += (f"; about {_minutes(eta + evaluation)} left (the logged ETA plus its method's median "
+                    f"evaluation, {_minutes(evaluation)})")
         lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + how)
     if len(done) < len(names):
-        lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(left / max(jobs, 1))} of wall time at "
-                     f"{jobs} at a time and {threads_per_run} thread(s) each, counting each as long as its "
-                     "method's longest committed run, or the scaled estimate above (a run in progress in full)"
+        lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(typical_left / max(jobs, 1))} of wall "
+                     f"time at {jobs} at a time and {threads_per_run} thread(s) each (each run to come as its "
+                     "method's median committed run or the scaled estimate above, a run in training as its "
+                     f"logged ETA plus its evaluation); at most about {_minutes(longest_left / max(jobs, 1))} "
+                     "counting every run, those in progress in full, as its method's longest committed run "
+                     "(the bound `--finish-within` uses)"
                      + (f"; not counted: {len(unknown)} run(s) with no estimate" if unknown else ""))
     return lines
