@@ -221,7 +221,8 @@ class Findings:
         frame = pd.DataFrame(rows)
         cells = []
         for (method, term), group in frame.groupby(["method", "term"], sort=False):
-            share = mean_ci(group["weighted_share_end"].astype(float).tolist())
+            # A share lies in [0, 1]: a t interval over a few seeds of a near-zero share would reach below 0.
+            share = mean_ci(group["weighted_share_end"].astype(float).tolist(), bounds=(0.0, 1.0))
             weight = group["weight"].iloc[0]
             cells.append(f"{load.method_name(method)}'s {group['weight_name'].iloc[0]}·{term} "
                          f"({group['weight_name'].iloc[0]} = {weight:g}): {_interval(share, digits=2)}% "
