@@ -86,7 +86,10 @@ def test_a_run_in_training_counts_its_logged_eta_plus_its_methods_median_evaluat
     _record(study, "seed~1/mnist/sarkar", 9000.0, 12000.0, 2, jobs=_jobs(6000.0, [3000.0]))
     _record(study, "seed~1/mnist/madry", 1200.0, 1100.0, 2, jobs=_jobs(1100.0, [100.0]))
     assert status.training_eta_s(root, "seed~0/mnist/sarkar/sweep/lam~0.5", set(RUNS)) == 6600.0
-    assert status.evaluation_wall_s(status.records(study), "seed~0/mnist/sarkar/sweep/lam~0.5", 2) == 2500.0
+    assert status.evaluation_wall_s(status.records(study), "seed~0/mnist/sarkar/sweep/lam~0.5", 2) == (
+        2500.0, "its method's")
+    # A method without a committed run of its own takes the data set's median (here 100, 2000, 3000 s).
+    assert status.evaluation_wall_s(status.records(study), "seed~0/mnist/ig_norm", 2) == (2000.0, "its data set's")
     lines = status.report(root, study, threads_per_run=2, jobs=1)
     line = next(line for line in lines if line.split()[0] == "seed~0/mnist/sarkar/sweep/lam~0.5")
     assert line.endswith("about 2.5 h left (the logged ETA plus its method's median evaluation, 42 min)")

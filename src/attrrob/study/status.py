@@ -9,7 +9,7 @@ threads per run, and at most the longest of them: the bound `attrrob study run -
 uses, since a run that shared the machine or spanned calls took longer than the rest. A method with
 no such run is estimated from the run of the method nearest in measured per-step cost
 (step_costs.yaml), its training's wall time scaled by the cost ratio. A run in progress counts its
-training's last logged ETA plus its method's median evaluation time.
+training's last logged ETA plus its method's (else its data set's) median evaluation time.
 """
 
 from __future__ import annotations
@@ -180,16 +180,19 @@ def training_eta_s(root: Path, run_name: str, run_names: set[str]) -> float | No
     return int(hours) * 3600.0 + int(minutes) * 60.0 + int(seconds)
 
 
-def evaluation_wall_s(records_by_run: dict[str, dict], run_name: str, threads_per_run: int) -> float | None:
-    """The median wall time of what follows training (a committed run's wall less its training's) over
-    the committed runs of `run_name`'s method at `threads_per_run`, else over those of its data set
-    (the protocol is the same for every method); None without one."""
+def evaluation_wall_s(records_by_run: dict[str, dict], run_name: str,
+                      threads_per_run: int) -> tuple[float, str] | None:
+    """(the median wall time of what follows training, whose: "its method's" or "its data set's"):
+    a committed run's wall less its training's, over the committed runs of `run_name`'s method at
+    `threads_per_run`, else over those of its data set (the protocol is the same for every method);
+    None without one."""
     trained = _trained(records_by_run, threads_per_run)
-    for same in (lambda key: key == method_key(run_name), lambda key: key[:1] == method_key(run_name)[:1]):
+    for whose, same in (("its method's", lambda key: key == method_key(run_name)),
+                        ("its data set's", lambda key: key[:1] == method_key(run_name)[:1])):
         parts = [float(record["wall_s"]) - train for record in trained
                  if same(method_key(record.get("run", ""))) and (train := _train_wall_s(record)) is not None]
         if parts:
-            return statistics.median(parts)
+            return statistics.median(parts), whose
     return None
 
 
@@ -256,9 +259,9 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
         eta, evaluation = training_eta_s(root, name, set(names)), evaluation_wall_s(done, name, threads_per_run)
         if found is not None and eta is not None and evaluation is not None:
             # A run in progress: its training's own pace counts, not a whole run's estimate.
-            typical_left += eta + evaluation - (statistics.median(walls) if not found[1] else found[0])
-            how += (f"; about {_minutes(eta + evaluation)} left (the logged ETA plus its method's median "
-                    f"evaluation, {_minutes(evaluation)})")
+            typical_left += eta + evaluation[0] - (statistics.median(walls) if not found[1] else found[0])
+            how += (f"; about {_minutes(eta + evaluation[0])} left (the logged ETA plus {evaluation[1]} median "
+                    f"evaluation, {_minutes(evaluation[0])})")
         lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + how)
     if len(done) < len(names):
         lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(typical_left / max(jobs, 1))} of wall "
