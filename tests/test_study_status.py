@@ -171,7 +171,7 @@ def test_status_says_which_estimate_is_scaled(workflow):
     # its own but no jobs, so only madry can be scaled from).
     expected = 200.0 + 1000.0 * 1.5926 / 0.5337
     assert line.endswith(f"to run: expected {expected / 60:.0f} min at 2 thread(s) (no committed run of its "
-                         "method: madry's, its training scaled by per-step cost)")
+                         "method at that thread count: madry's, its training scaled by per-step cost)")
     assert "not counted" not in lines[-1]
 
 

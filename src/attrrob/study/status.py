@@ -246,8 +246,8 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
         elif found[1]:
             typical_left += found[0]
             longest_left += found[0]
-            how = (f"expected {_minutes(found[0])} at {threads_per_run} thread(s) (no committed run of its method: "
-                   f"{found[1]}'s, its training scaled by per-step cost)")
+            how = (f"expected {_minutes(found[0])} at {threads_per_run} thread(s) (no committed run of its method at "
+                   f"that thread count: {found[1]}'s, its training scaled by per-step cost)")
         else:
             median = statistics.median(walls)
             typical_left += median
