@@ -159,7 +159,11 @@ def _last_progress(root: Path, run_name: str, run_names: set[str]) -> tuple[Path
 
 def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
     """The last progress line of the run's most recently written job log, shortened, or None."""
-    last = _last_progress(root, run_name, run_names)
+    return _progress_text(root, _last_progress(root, run_name, run_names))
+
+
+def _progress_text(root: Path, last: tuple[Path, re.Match | None] | None) -> str | None:
+    """`progress`'s line from `_last_progress`'s answer."""
     if last is None:
         return None
     newest, found = last
@@ -171,7 +175,11 @@ def progress(root: Path, run_name: str, run_names: set[str]) -> str | None:
 
 def training_eta_s(root: Path, run_name: str, run_names: set[str]) -> float | None:
     """The seconds of the last logged ETA when the run's newest job log is its training's, else None."""
-    last = _last_progress(root, run_name, run_names)
+    return _eta_s(root, _last_progress(root, run_name, run_names))
+
+
+def _eta_s(root: Path, last: tuple[Path, re.Match | None] | None) -> float | None:
+    """`training_eta_s`'s seconds from `_last_progress`'s answer."""
     if last is None or last[1] is None or last[0].parent.relative_to(root / "logs").parts[0] != "train":
         return None
     hours, minutes, seconds = (last[1]["eta"].split(":") + ["?"] * 3)[:3]
@@ -220,6 +228,7 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
     if not plan or not isinstance(plan.get("runs"), list):
         raise AttrrobError(f"{study / 'plan.json'}: no plan yet; `attrrob study run --dry-run` writes it")
     names, done = plan["runs"], records(study)
+    run_names = set(names)
     pid = runner_pid(root)
     lines = [f"study {study} ({plan.get('config', '?')}): {sum(n in done for n in names)} of {len(names)} runs "
              f"committed; " + (f"a runner (PID {pid}) runs in {root}" if pid else f"no runner runs in {root}")]
@@ -234,7 +243,8 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
                    + (f", {len(record['stopped_calls']) + 1} calls" if record.get("stopped_calls") else ""))
             lines.append(f"  {name:<{width}}  committed: {how}")
             continue
-        now = progress(root, name, set(names))
+        last = _last_progress(root, name, run_names)
+        now = _progress_text(root, last)
         if reuses_a_sweep_point(root, study, name):
             lines.append(f"  {name:<{width}}  to take the files of its sweep's chosen point (no training)")
             continue
@@ -243,25 +253,25 @@ def report(root: Path, study: Path, threads_per_run: int = 1, jobs: int = 1) -> 
         if found is None:
             unknown.append(name)
             how = "no committed run of its method, or of one with a measured per-step cost, to estimate from"
-        elif found[1]:
-            typical_left += found[0]
-            longest_left += found[0]
-            how = (f"expected {_minutes(found[0])} at {threads_per_run} thread(s) (no committed run of its method at "
-                   f"that thread count: {found[1]}'s, its training scaled by per-step cost)")
         else:
-            median = statistics.median(walls)
-            typical_left += median
             longest_left += found[0]
-            how = (f"expected {_minutes(median)} at {threads_per_run} thread(s)" if len(set(walls)) == 1 else
-                   f"expected {_minutes(median)} at {threads_per_run} thread(s), at most {_minutes(found[0])} (the "
-                   f"median and longest of its method's {len(walls)} committed runs, which took "
-                   f"{_minutes(min(walls))} to {_minutes(max(walls))})")
-        eta, evaluation = training_eta_s(root, name, set(names)), evaluation_wall_s(done, name, threads_per_run)
-        if found is not None and eta is not None and evaluation is not None:
-            # A run in progress: its training's own pace counts, not a whole run's estimate.
-            typical_left += eta + evaluation[0] - (statistics.median(walls) if not found[1] else found[0])
-            how += (f"; about {_minutes(eta + evaluation[0])} left (the logged ETA plus {evaluation[1]} median "
-                    f"evaluation, {_minutes(evaluation[0])})")
+            if found[1]:
+                typical = found[0]
+                how = (f"expected {_minutes(typical)} at {threads_per_run} thread(s) (no committed run of its method "
+                       f"at that thread count: {found[1]}'s, its training scaled by per-step cost)")
+            else:
+                typical = statistics.median(walls)
+                how = (f"expected {_minutes(typical)} at {threads_per_run} thread(s)" if len(set(walls)) == 1 else
+                       f"expected {_minutes(typical)} at {threads_per_run} thread(s), at most {_minutes(found[0])} "
+                       f"(the median and longest of its method's {len(walls)} committed runs, which took "
+                       f"{_minutes(min(walls))} to {_minutes(max(walls))})")
+            eta, evaluation = _eta_s(root, last), evaluation_wall_s(done, name, threads_per_run)
+            if eta is not None and evaluation is not None:
+                # A run in progress: its training's own pace counts, not a whole run's estimate.
+                typical = eta + evaluation[0]
+                how += (f"; about {_minutes(typical)} left (the logged ETA plus {evaluation[1]} median "
+                        f"evaluation, {_minutes(evaluation[0])})")
+            typical_left += typical
         lines.append(f"  {name:<{width}}  " + (f"last logged: {now}; " if now else "to run: ") + how)
     if len(done) < len(names):
         lines.append(f"left: {len(names) - len(done)} run(s), about {_minutes(typical_left / max(jobs, 1))} of wall "
