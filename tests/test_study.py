@@ -57,6 +57,18 @@ def test_runs_are_the_folders_of_trainings_and_nested_sweep_runs_are_runs_of_the
     assert "results/seed~0/mnist/natural/model.pt" not in natural.kept
 
 
+def test_the_plan_order_does_not_depend_on_whether_snakemake_lists_a_sweep_before_its_main_run():
+    """Snakemake lists a main run's files before or after its sweep's as the files on disk decide;
+    the plan (and the README's tables, which follow it) must not change order with them."""
+    sweep = [f for f in SWEEP_FILES if "/sweep/" in f]
+    rest = [f for f in SWEEP_FILES if "/sweep/" not in f]
+    at = rest.index("results/seed~0/mnist/sarkar/train_metrics.json")
+    sweep_first = rest[:at] + sweep + rest[at:]
+    names = [run.name for run in study_plan.group(SWEEP_FILES).runs]
+    assert [run.name for run in study_plan.group(sweep_first).runs] == names
+    assert names.index("seed~0/mnist/sarkar") + 1 == names.index("seed~0/mnist/sarkar/sweep/lam~0.3")
+
+
 def test_order_puts_named_runs_first_and_a_methods_sweep_before_its_main_runs():
     plan = study_plan.group(SWEEP_FILES)
     names = [run.name for run in study_plan.ordered(plan.runs, ["natural"])]

@@ -98,7 +98,7 @@ def group(files: list[str]) -> Plan:
             upstream.append(path)
         elif _is_study_file(path):
             study_files.append(path)
-    runs = [Run(d[len(RESULTS) + 1:], tuple(owned[d])) for d in sorted(run_dirs, key=_first_index(files))]
+    runs = [Run(d[len(RESULTS) + 1:], tuple(owned[d])) for d in sorted(run_dirs, key=_listing_order(files, run_dirs))]
     return Plan(tuple(upstream), tuple(runs), tuple(study_files))
 
 
@@ -121,13 +121,26 @@ def _is_study_file(path: str) -> bool:
     return len(parts) > 2 and parts[0] == RESULTS and parts[1] not in AGGREGATES
 
 
-def _first_index(files: list[str]):
-    """Runs in the order Snakemake lists them (config order), not alphabetically."""
+def _listing_order(files: list[str], run_dirs: set[str]):
+    """Runs in the order Snakemake lists them (config order), not alphabetically; a run nested in
+    another (a sweep's point) right after the run it lies in. Snakemake lists a main run's files
+    before or after its sweep's as the files on disk decide, so a plan whose nested runs sort by
+    their own first file would change order from one machine to the next (and the README's tables
+    with it)."""
     index = {}
     for i, f in enumerate(files):
         index.setdefault(str(PurePosixPath(f).parent), i)
-    return lambda run_dir: min((i for d, i in index.items() if d == run_dir or d.startswith(run_dir + "/")),
-                               default=len(files))
+
+    def first(run_dir: str) -> int:  # its own files and those of runs nested in it
+        return min((i for d, i in index.items() if d == run_dir or d.startswith(run_dir + "/")), default=len(files))
+
+    def key(run_dir: str) -> tuple[int, int, int]:
+        outer = next((p for p in reversed(PurePosixPath(run_dir).parents) if str(p) in run_dirs), None)
+        if outer is None:
+            return first(run_dir), 0, 0
+        return first(str(outer)), 1, first(run_dir)
+
+    return key
 
 
 def is_sweep(run: Run) -> bool:
